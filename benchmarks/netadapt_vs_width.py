@@ -1,0 +1,138 @@
+"""NetAdapt vs. a uniform width multiplier at the same measured latency, same total training budget.
+
+    python benchmarks/netadapt_vs_width.py --table latency_tables/fashion_mnist_onnxruntime_t1 \\
+        [--base-epochs 10] [--target 0.8] [--short-steps 200] [--long-epochs 2] [--out experiments/bench_netadapt]
+
+1. Train the Fashion-MNIST space's baseline (``--base-epochs``), or take ``--checkpoint``.
+2. NetAdapt it to ``--target`` of its predicted latency (resumable: rerun the same command).
+3. Scale the baseline's stem and block widths uniformly (``make_divisible(c * m, 8)``; the last
+   stage and head stay, as NetAdapt leaves them too), pick the multiplier whose *measured* latency is
+   closest to the NetAdapt network's, and train it from scratch for as many optimizer steps as the
+   baseline's training plus all of NetAdapt's fine-tuning.
+4. Print measured latency (the table's runtime and threads, end to end) and test accuracy of all
+   three. Every finished stage is saved in ``--out`` and reused on a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nas.data import load_data
+from nas.netadapt import NetAdaptConfig, TableLatency, netadapt
+from nas.spec import ArchSpec, count_madds, count_params, load_space, make_divisible
+from nas.train import TrainConfig, load_checkpoint, load_model, train_network
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def uniform_width(spec: ArchSpec, mult: float) -> ArchSpec:
+    """Stem and block widths times ``mult`` (rounded to multiples of 8); blocks without an expand
+    conv keep exp == in."""
+    scale = lambda c: make_divisible(c * mult, 8)  # noqa: E731
+    stem = dataclasses.replace(spec.stem, out_channels=scale(spec.stem.out_channels))
+    blocks, cin = [], stem.out_channels
+    for b in spec.blocks:
+        exp = cin if not b.has_expand else scale(b.exp_channels)
+        if b.has_expand and exp == cin:
+            exp += 8  # keep the expand conv
+        blocks.append(dataclasses.replace(b, in_channels=cin, exp_channels=exp, out_channels=scale(b.out_channels)))
+        cin = blocks[-1].out_channels
+    return dataclasses.replace(spec, stem=stem, blocks=tuple(blocks))
+
+
+def baseline_network(args, splits) -> tuple[ArchSpec, Path, dict]:
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint)
+        return ckpt.spec, Path(args.checkpoint), ckpt.metrics
+    out = args.out / "baseline"
+    if not (out / "checkpoint.pt").is_file():
+        spec = load_space(ROOT / "search_spaces" / "fashion_mnist.yaml").baseline
+        config = TrainConfig(epochs=args.base_epochs, batch_size=args.batch_size, seed=args.seed,
+                             threads=args.threads)
+        train_network(spec, splits, config=config, out=out, data_name="fashion-mnist")
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    return ckpt.spec, out / "checkpoint.pt", ckpt.metrics
+
+
+def match_uniform(spec: ArchSpec, latency: TableLatency, measured_target: float) -> tuple[float, ArchSpec, float]:
+    """The multiplier whose measured latency is closest to ``measured_target`` (grid predicted with
+    the table first, then the few closest candidates measured end to end)."""
+    grid = [round(m, 3) for m in np.arange(0.3, 1.0001, 0.025)]
+    specs = {m: uniform_width(spec, m) for m in grid}
+    latency.prepare(list(specs.values()))
+    ratio = latency.measure(spec) / latency.predict(spec)  # predicted -> measured scale of this machine now
+    predicted = {m: latency.predict(s) * ratio for m, s in specs.items()}
+    closest = sorted(grid, key=lambda m: abs(predicted[m] - measured_target))[:4]
+    measured = {m: latency.measure(specs[m]) for m in closest}
+    best = min(measured, key=lambda m: abs(measured[m] - measured_target))
+    return best, specs[best], measured[best]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--table", default=str(ROOT / "latency_tables" / "fashion_mnist_onnxruntime_t1"))
+    p.add_argument("--checkpoint", help="start from this trained network instead of training the baseline")
+    p.add_argument("--base-epochs", type=float, default=10)
+    p.add_argument("--target", default="0.8")
+    p.add_argument("--short-steps", type=int, default=200)
+    p.add_argument("--long-epochs", type=float, default=2)
+    p.add_argument("--delta", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--subset", type=int, help="train on this many images only (quick checks)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    p.add_argument("--out", type=Path, default=ROOT / "experiments" / "bench_netadapt")
+    args = p.parse_args()
+
+    splits = load_data("fashion-mnist", subset=args.subset)
+    spec, ckpt, base_metrics = baseline_network(args, splits)
+    latency = TableLatency(args.table)
+    config = NetAdaptConfig(target=args.target, short_steps=args.short_steps, long_epochs=args.long_epochs,
+                            delta_fraction=args.delta, batch_size=args.batch_size, seed=args.seed)
+    _, model = load_model(ckpt)
+    result = netadapt(spec, model, splits, latency, config, args.out / "netadapt", measure=latency.measure,
+                      threads=args.threads)
+
+    base_steps = int(base_metrics.get("steps") or 0)
+    total_steps = base_steps + result.train_steps
+    mult, uniform, _ = match_uniform(spec, latency, result.final_measured_ms)
+    uniform_out = args.out / f"uniform_x{mult:g}"
+    if not (uniform_out / "metrics.json").is_file():
+        train_network(uniform, splits, config=TrainConfig(steps=total_steps, batch_size=args.batch_size,
+                                                          seed=args.seed, threads=args.threads),
+                      out=uniform_out, data_name="fashion-mnist")
+    uniform_metrics = json.loads((uniform_out / "metrics.json").read_text())
+
+    from nas.train import evaluate
+
+    _, base_model = load_model(ckpt)
+    base_test = base_metrics.get("test_acc")
+    if base_test is None:
+        base_test = evaluate(base_model, splits.test)
+    rows = [
+        ("baseline", spec, base_test, base_steps),
+        (f"NetAdapt {args.target}", result.spec, result.final_test_acc, total_steps),
+        (f"uniform x{mult:g}", uniform, uniform_metrics["test_acc"], total_steps),
+    ]
+    measured = {name: latency.measure(s) for name, s, _, _ in rows}  # measured together, same conditions
+    table = pd.DataFrame([{
+        "network": name, "measured_ms": measured[name], "predicted_ms": latency.predict(s),
+        "speedup": measured["baseline"] / measured[name], "test_acc": acc, "params": count_params(s),
+        "madds": count_madds(s), "train_steps": steps} for name, s, acc, steps in rows])
+    table.to_csv(args.out / "netadapt_vs_width.csv", index=False)
+    with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
+        print(table.to_string(index=False))
+    print(f"NetAdapt: {result.iterations} iterations; spec {result.spec.to_string()}")
+    print(f"uniform:  {uniform.to_string()}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    main()

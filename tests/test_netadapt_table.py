@@ -1,0 +1,72 @@
+"""NetAdapt with a real (tiny) latency table: units for narrower widths are measured on demand,
+the result is measured end to end, and the CLI refuses out-of-reach targets and foreign tables."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import assert_one_line_error, run_cli
+from nas.models import build_model
+from nas.spec import ArchSpec
+from nas.train import save_checkpoint
+
+torch.set_num_threads(1)
+
+SPEC = ArchSpec.from_string("in16x1 stem_c16_k3_s1_hs ir_k3_e96_c32_s1_re ir_k3_e96_c32_s1_re last_c32_hs "
+                            "head_c0_hs_d0.0 cls3")
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    from nas.latency import MeasureConfig, build_table
+
+    out = tmp_path_factory.mktemp("lut") / "tiny"
+    return build_table(out, specs=[SPEC], config=MeasureConfig(runs=50, passes=2, warmup=3), progress=False,
+                       calibrate=False)
+
+
+def test_netadapt_measures_missing_widths_and_the_result(table, tmp_path):
+    from nas.latency import load_table
+    from nas.netadapt import NetAdaptConfig, TableLatency, netadapt
+
+    setup = {}
+    exec(__import__("test_netadapt_loop").SETUP, setup)  # the toy data of the loop tests
+    before = len(load_table(table))
+    splits = setup["toy_splits"](size=16)
+    latency = TableLatency(table, progress=False)
+    config = NetAdaptConfig(target="0.9", short_steps=2, long_epochs=0, delta_fraction=0.1, batch_size=16)
+    result = netadapt(SPEC, build_model(SPEC, seed=0), splits, latency, config, tmp_path / "run",
+                      measure=latency.measure, progress=False, threads=1)
+    assert len(load_table(table)) > before  # narrower units were measured and appended
+    assert result.final_predicted_ms <= result.target_ms
+    assert result.final_predicted_ms == pytest.approx(latency.predict_known(result.spec))
+    assert result.final_measured_ms > 0 and result.start_measured_ms > 0
+    chosen = result.history[result.history.chosen]
+    assert len(chosen) == result.iterations and (chosen.measured_ms > 0).all()
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    return save_checkpoint(tmp_path / "tiny.pt", SPEC, build_model(SPEC, seed=0), {"data": "fashion-mnist"})
+
+
+@pytest.mark.parametrize("target, fragment", [
+    ("5ms", "not below the network's current predicted latency"),
+    ("0.05", "smallest network NetAdapt can reach"),
+])
+def test_targets_out_of_reach_are_refused_before_any_work(table, checkpoint, tmp_path, target, fragment):
+    from nas.errors import NasError
+    from nas.netadapt import NetAdaptConfig, netadapt_checkpoint
+
+    with pytest.raises(NasError, match=fragment):
+        netadapt_checkpoint(checkpoint, table, NetAdaptConfig(target=target), tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_refuses_a_table_of_another_space(table, tmp_path):
+    other = SPEC.with_io(resolution=24)
+    path = save_checkpoint(tmp_path / "other.pt", other, build_model(other, seed=0))
+    result = run_cli("netadapt", path, "--table", table, "--target", "0.8", "--out", tmp_path / "o")
+    assert_one_line_error(result, "a table of another space")
+    assert not (tmp_path / "o").exists()
