@@ -19,6 +19,9 @@ from nas.errors import NasError
 COMMAND_MODULES = [
     "nas.cli.arch",
     "nas.cli.train",
+    "nas.cli.lut",
+    "nas.cli.latency",
+    "nas.cli.netadapt",
 ]
 
 

@@ -1,0 +1,64 @@
+"""``nas latency predict | measure``: one network's latency from a table or end to end."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    lat = sub.add_parser("latency", help="predict or measure one network's latency")
+    lat_sub = lat.add_subparsers(dest="latency_command", required=True, metavar="ACTION")
+
+    pred = lat_sub.add_parser("predict", help="latency of a spec from a lookup table")
+    pred.add_argument("table", metavar="TABLE")
+    pred.add_argument("spec", metavar="SPEC", help="spec JSON, spec string, space YAML (baseline) or checkpoint")
+    pred.add_argument("--allow-foreign-table", action="store_true")
+    pred.add_argument("--breakdown", action="store_true", help="also print every unit's entry")
+    pred.add_argument("--json", action="store_true")
+    pred.set_defaults(func=cmd_predict)
+
+    meas = lat_sub.add_parser("measure", help="measure a spec or an ONNX file end to end")
+    meas.add_argument("model", metavar="SPEC|MODEL.onnx")
+    meas.add_argument("--runtime", default="onnxruntime", help="onnxruntime (default) or torch (specs only)")
+    meas.add_argument("--threads", type=int, default=1)
+    meas.add_argument("--json", action="store_true")
+    meas.set_defaults(func=cmd_measure)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from nas.cli import print_json
+    from nas.latency import load_predictor
+    from nas.spec import load_spec_arg
+
+    spec = load_spec_arg(args.spec)
+    predictor = load_predictor(args.table, allow_foreign=args.allow_foreign_table)
+    ms = predictor.predict(spec)
+    if args.json:
+        out = {"predicted_ms": ms, "raw_sum_ms": predictor.raw_sum(spec), "spec_hash": spec.hash}
+        if args.breakdown:
+            out["units"] = predictor.unit_breakdown(spec).to_dict("records")
+        print_json(out)
+        return 0
+    if args.breakdown:
+        print(predictor.unit_breakdown(spec).to_string(index=False))
+    print(f"predicted latency: {ms:.4f} ms ({predictor.table.runtime}, {predictor.table.threads} thread(s))")
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from nas.cli import print_json
+    from nas.latency import MeasureConfig, measure_onnx, measure_spec
+    from nas.spec import load_spec_arg
+
+    config = MeasureConfig(runtime=args.runtime, threads=args.threads)
+    if args.model.endswith(".onnx"):
+        m = measure_onnx(args.model, config)
+    else:
+        m = measure_spec(load_spec_arg(args.model), config)
+    if args.json:
+        print_json({"median_ms": m.median_ms, "iqr_ms": m.iqr_ms, "runs": m.runs, "runtime": config.runtime,
+                    "threads": config.threads})
+    else:
+        print(f"median {m.median_ms:.4f} ms, IQR {m.iqr_ms:.4f} ms over {m.runs} runs "
+              f"({config.runtime}, {config.threads} thread(s))")
+    return 0

@@ -1,0 +1,136 @@
+"""``nas lut build | export-kernels | import | validate``: latency lookup tables."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def _measure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="onnxruntime", help="onnxruntime (default) or torch")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--group", type=int, default=16,
+                   help="units timed interleaved together and written together (default 16)")
+    p.add_argument("--statistic", default="median",
+                   help="per-pass statistic: median (default) or p10 (robust on a machine shared with other jobs)")
+
+
+def _what_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--space", metavar="SPACE.yaml", help="every unit this search space can produce")
+    p.add_argument("--spec", action="append", default=[], metavar="SPEC",
+                   help="also the units of this network (repeatable; JSON file, spec string, checkpoint)")
+    p.add_argument("--narrower", action="store_true",
+                   help="also the narrower widths (steps of 8) NetAdapt can try on each --spec")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    lut = sub.add_parser("lut", help="build, import and validate latency lookup tables")
+    lut_sub = lut.add_subparsers(dest="lut_command", required=True, metavar="ACTION")
+
+    build = lut_sub.add_parser("build", help="measure every unit of a space on this machine (resumable)")
+    _what_options(build)
+    _measure_options(build)
+    build.add_argument("--out", required=True, metavar="DIR", help="table folder (rerun to resume)")
+    build.add_argument("--no-progress", action="store_true")
+    build.add_argument("--json", action="store_true")
+    build.set_defaults(func=cmd_build)
+
+    export = lut_sub.add_parser("export-kernels", help="write the units as ONNX graphs to measure on another device")
+    _what_options(export)
+    export.add_argument("--threads", type=int, default=1, help="intra-op threads the device will use (default 1)")
+    export.add_argument("--out", required=True, metavar="DIR")
+    export.add_argument("--no-progress", action="store_true")
+    export.set_defaults(func=cmd_export)
+
+    imp = lut_sub.add_parser("import", help="turn a kernels folder measured on a device into a table")
+    imp.add_argument("kernels", metavar="KERNELS_DIR")
+    imp.add_argument("--out", required=True, metavar="DIR")
+    imp.add_argument("--json", action="store_true")
+    imp.set_defaults(func=cmd_import)
+
+    val = lut_sub.add_parser("validate", help="predicted vs measured latency on held-out sampled networks")
+    val.add_argument("table", metavar="TABLE")
+    val.add_argument("--samples", type=int, default=50)
+    val.add_argument("--seed", type=int, default=0)
+    val.add_argument("--out", metavar="DIR", help="write validation.csv/.json/.png here")
+    val.add_argument("--allow-foreign-table", action="store_true")
+    val.add_argument("--json", action="store_true")
+    val.add_argument("--no-progress", action="store_true")
+    val.set_defaults(func=cmd_validate)
+
+
+def _inputs(args: argparse.Namespace):
+    from nas.spec import load_spec_arg, load_space
+
+    space = load_space(args.space) if args.space else None
+    specs = [load_spec_arg(s) for s in args.spec]
+    return space, specs
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from nas.cli import print_json
+    from nas.errors import NasError
+    from nas.latency import MeasureConfig, build_table, load_table
+
+    config = MeasureConfig(runtime=args.runtime, threads=args.threads, group=args.group,
+                           statistic=args.statistic)
+    space, specs = _inputs(args)
+    if space is None and not specs:
+        raise NasError("give --space SPACE.yaml and/or --spec SPEC")
+    start = time.perf_counter()
+    directory = build_table(args.out, space, specs, config, narrower=args.narrower, progress=not args.no_progress)
+    table = load_table(directory)
+    summary = {"table": str(directory), "entries": len(table), "seconds": round(time.perf_counter() - start, 1),
+               "build_seconds_total": table.meta.get("build_seconds"),
+               "calibration_fit_max_abs_error": (table.calibration or {}).get("fit_max_abs_error")}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"table {directory}: {summary['entries']} entries, {summary['seconds']} s this run "
+              f"({summary['build_seconds_total']} s measuring in total)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nas.latency import MeasureConfig
+    from nas.latency.transfer import export_for_device
+
+    space, specs = _inputs(args)
+    manifest = export_for_device(args.out, space, specs, narrower=args.narrower,
+                                 config=MeasureConfig(threads=args.threads), progress=not args.no_progress)
+    print(f"wrote {manifest}; copy {manifest.parent} to the device and run: "
+          f"python standalone_measure.py {manifest.parent.name}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from nas.cli import print_json
+    from nas.latency import load_table
+    from nas.latency.transfer import import_results
+
+    directory = import_results(args.kernels, args.out)
+    table = load_table(directory)
+    if args.json:
+        print_json({"table": str(directory), "entries": len(table), "calibrated": table.calibration is not None})
+    else:
+        print(f"table {directory}: {len(table)} entries imported")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from nas.cli import print_json
+    from nas.latency.validate import validate_table
+
+    result = validate_table(args.table, samples=args.samples, seed=args.seed, out_dir=args.out,
+                            allow_foreign=args.allow_foreign_table, progress=not args.no_progress and not args.json)
+    s = result.summary()
+    if args.json:
+        print_json(s)
+        return 0
+    print(f"{'predictor':<14}{'within ±5 %':>12}{'within ±10 %':>14}{'MAPE':>8}{'Spearman':>10}")
+    for name, prefix in (("lookup table", ""), ("MAdds-linear", "madds_"), ("raw sum", "raw_sum_")):
+        print(f"{name:<14}{s[prefix + 'within_5']:>12.1%}{s[prefix + 'within_10']:>14.1%}"
+              f"{s[prefix + 'mape']:>8.1%}{s[prefix + 'spearman']:>10.3f}")
+    if args.out:
+        print(f"wrote {args.out}/validation.csv, validation.json, validation.png")
+    return 0

@@ -1,0 +1,172 @@
+"""Building a table: enumerate the units, measure the missing ones, calibrate on whole networks.
+
+``build_table`` is resumable: rows already in ``entries.csv`` are skipped, and the calibration is
+only measured once every unit is there. ``ensure_entries`` adds the units a few specs need (e.g. the
+narrower widths NetAdapt tries) to an existing table with the table's own protocol.
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+import time
+from pathlib import Path
+from typing import Iterable
+
+from tqdm import tqdm
+
+from nas.errors import NasError
+from nas.latency.calibration import CALIBRATION_NETWORKS, fit_calibration
+from nas.latency.device import check_device, this_device
+from nas.latency.keys import UnitKey, narrower_specs, space_unit_keys, unique_keys, unit_keys
+from nas.latency.measure import MeasureConfig, measure_specs, measure_units
+from nas.latency.table import TableError, TableWriter, load_table, read_meta, table_dir, update_meta
+from nas.spec.arch import ArchSpec
+from nas.spec.space import SearchSpace
+
+CALIBRATION_SEED = 1_000_003  # validation never samples with it and skips these networks anyway
+
+
+def calibration_specs(space: SearchSpace, count: int = CALIBRATION_NETWORKS) -> list[ArchSpec]:
+    """The fixed networks a space's table is calibrated on (the baseline + seeded samples)."""
+    rng = random.Random(CALIBRATION_SEED)
+    specs = {} if space.baseline_source is None else {space.baseline.hash: space.baseline}
+    for _ in range(100 * count):
+        if len(specs) == count:
+            break
+        spec = space.sample(rng)
+        specs.setdefault(spec.hash, spec)
+    return list(specs.values())
+
+
+def space_record(space: SearchSpace) -> dict:
+    """What meta.json keeps about the space: enough to rebuild it without the YAML file."""
+    definition = space.to_dict()
+    definition["description"] = space.description
+    if space.baseline_source is not None:
+        definition["baseline"] = space.baseline.to_string()
+    return {"name": space.name, "hash": space.hash, "source": str(space.source), "definition": definition}
+
+
+def table_space(table) -> SearchSpace:
+    """The space a table was built for (from its meta.json)."""
+    from nas.spec.space import space_from_dict
+
+    record = table.meta.get("space")
+    if not record:
+        raise TableError(f"{table.path} was built from specs, not from a search space")
+    if "definition" in record:
+        space = space_from_dict(record["definition"], source=f"{table.path}/meta.json")
+    else:
+        from nas.spec.space import load_space
+
+        space = load_space(record["source"])
+    if space.hash != record["hash"]:
+        raise TableError(f"{table.path}: the space in meta.json does not match its hash {record['hash']}")
+    return space
+
+
+def table_meta(space: SearchSpace | None, config: MeasureConfig) -> dict:
+    return {
+        "space": None if space is None else space_record(space),
+        "device": this_device(config.runtime, config.threads),
+        "protocol": config.protocol.as_dict(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "calibration": None,
+        "build_seconds": 0.0,
+    }
+
+
+def _check_same_table(directory: Path, space: SearchSpace | None, config: MeasureConfig) -> None:
+    """An existing folder may only be resumed with the same space, runtime and threads."""
+    if not (directory / "meta.json").exists():
+        return
+    meta = read_meta(directory)
+    old_space = (meta.get("space") or {}).get("hash")
+    if space is not None and old_space is not None and old_space != space.hash:
+        raise TableError(f"{directory} holds a table of space {meta['space'].get('name')!r} "
+                         f"(hash {old_space}), not of {space.name!r} (hash {space.hash}); use another --out")
+    device = meta.get("device", {})
+    statistic = meta.get("protocol", {}).get("statistic", "median")
+    if statistic != config.statistic:
+        raise TableError(f"{directory} was measured with statistic {statistic!r}, not {config.statistic!r}")
+    if (device.get("runtime"), device.get("threads")) != (config.runtime, config.threads):
+        raise TableError(f"{directory} was built with runtime {device.get('runtime')!r} and "
+                         f"{device.get('threads')} thread(s), not {config.runtime!r} and {config.threads}")
+    check_device(device, str(directory), allow_foreign=False, threads=config.threads)
+
+
+def measure_missing(directory: Path, keys: Iterable[UnitKey], config: MeasureConfig, meta: dict,
+                    progress: bool = True) -> int:
+    """Measure and append the keys the table lacks; returns how many were added."""
+    start = time.perf_counter()
+    with TableWriter(directory, meta) as writer:
+        pending = [k for k in unique_keys(keys) if k.id not in writer.ids]
+        if pending:
+            bar = tqdm(total=len(pending), desc="measure units", unit="unit", disable=not progress)
+            measure_units(pending, config, on_measured=writer.append, on_group=bar.update)
+            bar.close()
+    seconds = time.perf_counter() - start
+    previous = read_meta(directory).get("build_seconds") or 0.0
+    update_meta(directory, build_seconds=round(previous + seconds, 1))
+    return len(pending)
+
+
+def build_table(out: str | Path, space: SearchSpace | None = None, specs: Iterable[ArchSpec] = (),
+                config: MeasureConfig | None = None, narrower: bool = False, progress: bool = True,
+                calibrate: bool = True) -> Path:
+    """Build (or resume) the table at ``out``: every unit ``space`` can produce plus the units of
+    ``specs`` (and, with ``narrower``, of every spec one NetAdapt cut away from them); then
+    calibrate on whole networks of the space. Returns the table folder."""
+    config = config or MeasureConfig()
+    directory = table_dir(out)
+    specs = list(specs)
+    if space is None and not specs:
+        raise NasError("nothing to build: give a space and/or specs")
+    _check_same_table(directory, space, config)
+    keys: list[UnitKey] = space_unit_keys(space) if space is not None else []
+    for spec in specs:
+        keys += unit_keys(spec)
+        if narrower:
+            for other in narrower_specs(spec):
+                keys += unit_keys(other)
+    calib = calibration_specs(space) if space is not None else specs
+    for spec in calib:
+        keys += unit_keys(spec)
+    measure_missing(directory, keys, config, table_meta(space, config), progress)
+    if calibrate and load_table(directory).calibration is None:
+        calibrate_table(directory, calib, config, progress)
+    return directory
+
+
+def calibrate_table(directory: Path, specs: list[ArchSpec], config: MeasureConfig, progress: bool = True) -> dict:
+    """Measure ``specs`` end to end (interleaved) and store the fitted calibration in meta.json."""
+    from nas.latency.predict import LatencyPredictor
+
+    table = load_table(directory)
+    predictor = LatencyPredictor(table, calibrated=False)
+    if progress:
+        print(f"calibrating on {len(specs)} whole networks ...", flush=True)
+    measured, overhead = measure_specs(specs, config, with_overhead=True)
+    calibration = fit_calibration(specs, [predictor.terms(s) for s in specs], [m.median_ms for m in measured],
+                                  overhead.median_ms)
+    update_meta(directory, calibration=calibration)
+    return calibration
+
+
+def ensure_entries(table_path: str | Path, specs: Iterable[ArchSpec], config: MeasureConfig | None = None,
+                   progress: bool = True) -> int:
+    """Measure and append the units of ``specs`` that the table lacks (same runtime, threads and
+    protocol as the table; refused on another device). Returns the number of units added."""
+    directory = table_dir(table_path)
+    table = load_table(directory)
+    check_device(table.device, str(directory), allow_foreign=False)
+    if config is None:
+        config = MeasureConfig.for_table(table)
+    elif (config.runtime, config.threads) != (table.runtime, table.threads):
+        raise TableError(f"{directory} was built with {table.runtime!r} on {table.threads} thread(s); "
+                         f"cannot add entries measured with {config.runtime!r} on {config.threads}")
+    keys = [k for spec in specs for k in unit_keys(spec) if k.id not in table]
+    if not keys:
+        return 0
+    return measure_missing(directory, keys, config, table.meta, progress)

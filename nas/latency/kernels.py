@@ -1,0 +1,112 @@
+"""Units as modules and as small ONNX graphs, built by the real builder modules.
+
+A table entry is timed on the graph the runtime actually executes: the unit is built with the same
+classes as a whole network (``nas.models.blocks``), exported with the same exporter settings as a
+whole network (:func:`export_module`), so onnxruntime fuses it the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nas.latency.keys import UnitKey
+from nas.latency.standalone_measure import MANIFEST_FORMAT, Protocol
+from nas.models import build_model
+from nas.models.blocks import Head, InvertedResidual, LastStage, Stem
+from nas.spec.arch import ArchSpec, BlockSpec, HeadSpec, LastStageSpec, StemSpec
+
+OPSET = 17
+WEIGHT_SEED = 0
+
+
+def unit_module(key: UnitKey) -> nn.Module:
+    """The unit a key describes, in eval mode, with seeded weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(WEIGHT_SEED)
+        if key.kind == "stem":
+            module = Stem(StemSpec(key.out, key.kernel, key.stride, key.act), key.in_ch)
+        elif key.kind == "block":
+            module = InvertedResidual(BlockSpec(key.in_ch, key.exp, key.out, key.kernel, key.stride, key.se, key.act))
+        elif key.kind == "last":
+            module = LastStage(LastStageSpec(key.out, key.act, key.se), key.in_ch)
+        else:
+            module = Head(HeadSpec(key.hidden, key.act if key.hidden else "relu", 0.0), key.in_ch, key.out)
+    return module.eval()
+
+
+def network_module(spec: ArchSpec) -> nn.Module:
+    return build_model(spec, seed=WEIGHT_SEED).eval()
+
+
+def network_input_shape(spec: ArchSpec) -> tuple[int, ...]:
+    return (1, spec.in_channels, spec.resolution, spec.resolution)
+
+
+def export_module(module: nn.Module, input_shape: tuple[int, ...], target: str | Path | None = None) -> bytes:
+    """ONNX export (TorchScript exporter, opset 17) of ``module`` at batch 1; returns the bytes and
+    writes them to ``target`` when given."""
+    buffer = io.BytesIO()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tracing runs a forward pass; one thread is 4x faster for these tiny graphs
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (torch.zeros(input_shape),), buffer, dynamo=False, opset_version=OPSET,
+                              input_names=["input"], output_names=["output"])
+    finally:
+        torch.set_num_threads(threads)
+    data = buffer.getvalue()
+    if target is not None:
+        Path(target).write_bytes(data)
+    return data
+
+
+def export_unit(key: UnitKey, target: str | Path | None = None) -> bytes:
+    return export_module(unit_module(key), key.input_shape, target)
+
+
+def export_spec(spec: ArchSpec, target: str | Path | None = None) -> bytes:
+    return export_module(network_module(spec), network_input_shape(spec), target)
+
+
+def file_name(identifier: str) -> str:
+    """A file name for a unit or network id (ids use only [a-z0-9_:.])."""
+    return identifier.replace(":", "__") + ".onnx"
+
+
+def export_kernels(out_dir: str | Path, keys: list[UnitKey], networks: dict[str, ArchSpec], protocol: Protocol,
+                   info: dict, extra_graphs: dict[str, bytes] | None = None, progress: bool = True) -> Path:
+    """Write every unit (and whole network) as an ONNX file plus ``manifest.json`` and a copy of the
+    torch-free measuring script. ``networks`` maps an id (e.g. ``net:calib0``) to its spec,
+    ``extra_graphs`` an id to ready ONNX bytes (e.g. the overhead graph)."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    (out_dir / "graphs").mkdir(parents=True, exist_ok=True)
+    units = []
+    for key in tqdm(keys, desc="export units", unit="unit", disable=not progress):
+        name = f"graphs/{file_name(key.id)}"
+        if not (out_dir / name).exists():
+            export_unit(key, out_dir / name)
+        units.append({"id": key.id, "file": name, "input_shape": list(key.input_shape), "key": key.as_row()})
+    nets = []
+    for net_id, spec in networks.items():
+        name = f"graphs/{file_name(net_id)}"
+        export_spec(spec, out_dir / name)
+        nets.append({"id": net_id, "file": name, "input_shape": list(network_input_shape(spec)),
+                     "spec": spec.to_dict()})
+    for graph_id, data in (extra_graphs or {}).items():
+        name = f"graphs/{file_name(graph_id)}"
+        (out_dir / name).write_bytes(data)
+        nets.append({"id": graph_id, "file": name, "input_shape": [1, 1]})
+    manifest = {"format": MANIFEST_FORMAT, "protocol": protocol.as_dict(), **info, "units": units, "networks": nets}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    shutil.copyfile(Path(__file__).with_name("standalone_measure.py"), out_dir / "standalone_measure.py")
+    return out_dir / "manifest.json"

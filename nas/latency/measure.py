@@ -1,0 +1,134 @@
+"""Measuring units, whole networks and ONNX files with the one protocol.
+
+:class:`MeasureConfig` is the user-facing setting (runtime, threads, run counts); the timing itself
+is ``standalone_measure.time_interleaved``, shared with the torch-free entry point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from nas.errors import NasError
+from nas.latency.calibration import overhead_onnx
+from nas.latency.keys import UnitKey
+from nas.latency.runtimes import RUNTIMES, Runner, onnx_runner, torch_runner
+from nas.latency.standalone_measure import Measurement, Protocol, time_interleaved
+from nas.spec.arch import ArchSpec
+
+__all__ = ["MeasureConfig", "Measurement", "measure_units", "measure_spec", "measure_specs", "measure_onnx"]
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Runtime and protocol settings. Defaults: onnxruntime, 1 thread, 4 interleaved passes x 50 runs."""
+
+    runtime: str = "onnxruntime"
+    threads: int = 1
+    warmup: int = 10
+    runs: int = 50
+    passes: int = 4
+    max_iqr: float = 0.1
+    remeasure: int = 2
+    seed: int = 0
+    group: int = 16
+    statistic: str = "median"
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise NasError(f"unknown runtime {self.runtime!r} (choose from: {', '.join(RUNTIMES)})")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise NasError(f"threads must be an integer >= 1, got {self.threads!r}")
+        try:
+            self.protocol.check()
+        except ValueError as exc:
+            raise NasError(f"measurement settings: {exc}") from None
+
+    @classmethod
+    def for_table(cls, table) -> "MeasureConfig":
+        """The runtime, threads and protocol a table was measured with (to add entries to it or to
+        measure networks comparable with its predictions)."""
+        protocol = table.meta.get("protocol", {})
+        names = ("warmup", "runs", "passes", "max_iqr", "remeasure", "seed", "group", "statistic")
+        return cls(runtime=table.runtime, threads=table.threads, **{k: protocol[k] for k in names if k in protocol})
+
+    @property
+    def protocol(self) -> Protocol:
+        return Protocol(threads=self.threads, warmup=self.warmup, runs=self.runs, passes=self.passes,
+                        max_iqr=self.max_iqr, remeasure=self.remeasure, seed=self.seed, group=self.group,
+                        statistic=self.statistic)
+
+
+def unit_runner(key: UnitKey, config: MeasureConfig) -> Runner:
+    from nas.latency import kernels  # torch, only when something is measured
+
+    if config.runtime == "torch":
+        return torch_runner(kernels.unit_module(key), key.input_shape, config.threads, config.seed)
+    return onnx_runner(kernels.export_unit(key), config.threads, config.seed)
+
+
+def spec_runner(spec: ArchSpec, config: MeasureConfig) -> Runner:
+    from nas.latency import kernels
+
+    if config.runtime == "torch":
+        return torch_runner(kernels.network_module(spec), kernels.network_input_shape(spec), config.threads,
+                            config.seed)
+    return onnx_runner(kernels.export_spec(spec), config.threads, config.seed)
+
+
+def measure_units(keys: Iterable[UnitKey], config: MeasureConfig,
+                  on_measured: Callable[[UnitKey, Measurement], None],
+                  on_group: Callable[[int], None] | None = None) -> None:
+    """Measure units in interleaved groups of ``config.group``; ``on_measured`` gets each result as
+    soon as its group is done (so a caller can write it to disk), ``on_group`` the group's size."""
+    keys = list(keys)
+    for first in range(0, len(keys), config.group):
+        chunk = keys[first:first + config.group]
+        runners = {k.id: unit_runner(k, config) for k in chunk}
+        results = time_interleaved(runners, config.protocol)
+        for key in chunk:
+            on_measured(key, results[key.id])
+        if on_group is not None:
+            on_group(len(chunk))
+
+
+def overhead_runner(config: MeasureConfig) -> Runner:
+    """The fixed cost of one call: a trivial graph (onnxruntime) or a ReLU on one value (torch)."""
+    if config.runtime == "torch":
+        from torch import nn
+
+        return torch_runner(nn.ReLU(), (1, 1), config.threads, config.seed)
+    return onnx_runner(overhead_onnx(), config.threads, config.seed)
+
+
+def measure_specs(specs: list[ArchSpec], config: MeasureConfig, with_overhead: bool = False):
+    """Whole networks end to end, interleaved with each other (same protocol as the units).
+
+    With ``with_overhead`` returns ``(measurements, overhead measurement)``, the per-call overhead
+    timed in the same passes."""
+    runners = {f"net{i}": spec_runner(s, config) for i, s in enumerate(specs)}
+    if with_overhead:
+        runners["overhead"] = overhead_runner(config)
+    results = time_interleaved(runners, config.protocol)
+    measured = [results[f"net{i}"] for i in range(len(specs))]
+    return (measured, results["overhead"]) if with_overhead else measured
+
+
+def measure_spec(spec: ArchSpec, config: MeasureConfig | None = None) -> Measurement:
+    return measure_specs([spec], config or MeasureConfig())[0]
+
+
+def measure_onnx(path: str | Path, config: MeasureConfig | None = None) -> Measurement:
+    """An exported ONNX model (batch-1 input; dynamic dims are set to 1) on onnxruntime."""
+    config = config or MeasureConfig()
+    if config.runtime != "onnxruntime":
+        raise NasError(f"an ONNX file is measured on onnxruntime, not {config.runtime!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise NasError(f"file not found: {path}")
+    try:
+        runner = onnx_runner(path, config.threads, config.seed)
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+        raise NasError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+    return time_interleaved({"model": runner}, config.protocol)["model"]

@@ -1,0 +1,67 @@
+"""Predicted latency of a spec = its table entries, summed and calibrated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from nas.errors import NasError
+from nas.latency.calibration import apply_calibration
+from nas.latency.device import check_device
+from nas.latency.keys import UnitKey, unit_keys
+from nas.latency.table import LatencyTable, load_table
+
+
+class MissingEntryError(NasError):
+    """A unit of the spec is not in the table; the message names it."""
+
+    def __init__(self, key: UnitKey, table: LatencyTable) -> None:
+        self.key = key
+        super().__init__(f"latency table {table.path} has no entry for unit {key.id} (measure it with "
+                         f"`nas lut build --spec SPEC.json --out {table.path}` or nas.latency.ensure_entries)")
+
+
+class LatencyPredictor:
+    """``predict(spec) -> ms`` from a loaded table (see :mod:`nas.latency.calibration`)."""
+
+    def __init__(self, table: LatencyTable, calibrated: bool = True) -> None:
+        self.table = table
+        self.calibration = table.calibration if calibrated else None
+
+    def _entries(self, spec) -> list[tuple[UnitKey, float]]:
+        out = []
+        for key in unit_keys(spec):
+            if key.id not in self.table:
+                raise MissingEntryError(key, self.table)
+            out.append((key, self.table.median_ms(key.id)))
+        return out
+
+    def terms(self, spec) -> tuple[float, int]:
+        """(sum of the spec's entries in ms, number of units)."""
+        entries = self._entries(spec)
+        return sum(ms for _, ms in entries), len(entries)
+
+    def raw_sum(self, spec) -> float:
+        return self.terms(spec)[0]
+
+    def predict(self, spec) -> float:
+        """Predicted end-to-end latency in ms (uncalibrated sum when the table has no calibration)."""
+        return apply_calibration(self.calibration, *self.terms(spec))
+
+    __call__ = predict
+
+    def unit_breakdown(self, spec) -> pd.DataFrame:
+        """One row per unit: id, kind, median_ms, and its share of the raw sum."""
+        entries = self._entries(spec)
+        df = pd.DataFrame([{"unit": k.id, "kind": k.kind, "median_ms": ms} for k, ms in entries])
+        df["share"] = df["median_ms"] / df["median_ms"].sum()
+        return df
+
+
+def load_predictor(path: str | Path, allow_foreign: bool = False, threads: int | None = None) -> LatencyPredictor:
+    """The predictor of the table at ``path``; refuses (NasError) a table measured on another CPU,
+    runtime version or thread count unless ``allow_foreign`` (then warns)."""
+    table = load_table(path)
+    check_device(table.device, f"latency table {table.path}", allow_foreign=allow_foreign, threads=threads)
+    return LatencyPredictor(table)

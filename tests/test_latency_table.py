@@ -1,0 +1,145 @@
+"""Tables on disk, the predictor, the device check (a tiny space built once with a fast protocol)."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from nas.latency import (ForeignTableError, LatencyPredictor, MeasureConfig, MissingEntryError, TableError,
+                         build_table, ensure_entries, load_predictor, load_table, space_unit_keys, unit_keys)
+from nas.latency.calibration import apply_calibration, fit_calibration
+from nas.latency.table import ENTRIES, META
+from nas.spec import load_space
+from nas.spec.arch import ArchSpec
+from tests.latency_helpers import FAST, write_space
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    space = load_space(write_space(root))
+    table = build_table(root / "table", space, config=MeasureConfig(**FAST), progress=False)
+    return space, table
+
+
+def copy_table(table, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(table, target)
+    return target
+
+
+def test_table_has_every_unit_once_with_provenance(tiny):
+    space, path = tiny
+    table = load_table(path)
+    assert set(table.entries.index) == {k.id for k in space_unit_keys(space)}
+    assert (table.entries["runs"] >= 100).all() and (table.entries["median_ms"] > 0).all()
+    meta = table.meta
+    assert table.space_hash == space.hash and meta["space"]["name"] == "tiny"
+    device = meta["device"]
+    for field in ("cpu_model", "cores", "isa_flags", "os", "python", "numpy", "torch", "runtime_version", "date"):
+        assert device[field] not in (None, ""), field
+    assert device["runtime"] == "onnxruntime" and device["threads"] == 1
+    assert meta["protocol"]["runs"] * meta["protocol"]["passes"] >= 100
+    calib = meta["calibration"]
+    assert len(calib["networks"]) == 10 and calib["overhead_ms"] > 0 and calib["a"] > 0
+
+
+def test_csv_round_trip_is_exact(tiny):
+    _, path = tiny
+    first = load_table(path).entries
+    again = pd.read_csv(path / ENTRIES, keep_default_na=False).set_index("id")
+    assert list(first.index) == list(again.index)
+    assert (first["median_ms"] == again["median_ms"]).all()
+    assert json.loads((path / META).read_text())["format"] == "nas-latency-table/1"
+
+
+def test_predictor_sums_entries_then_calibrates(tiny):
+    space, path = tiny
+    predictor = load_predictor(path)
+    spec = space.sample(7)
+    table = predictor.table
+    expected_sum = sum(table.median_ms(k.id) for k in unit_keys(spec))
+    assert predictor.raw_sum(spec) == pytest.approx(expected_sum)
+    c = table.calibration
+    n = len(unit_keys(spec))
+    assert predictor.predict(spec) == pytest.approx(c["a"] * (expected_sum - n * c["overhead_ms"]) + c["b"])
+    breakdown = predictor.unit_breakdown(spec)
+    assert list(breakdown["unit"]) == [k.id for k in unit_keys(spec)]
+    assert breakdown["share"].sum() == pytest.approx(1.0)
+    assert LatencyPredictor(table, calibrated=False).predict(spec) == pytest.approx(expected_sum)
+
+
+def test_calibration_fit_recovers_a_known_line():
+    specs = [ArchSpec.from_string("in8x1 stem_c8_k3_s1_re ir_k3_e24_c8_s2_re last_c16_re head_c0_re_d0 cls3")] * 4
+    terms = [(1.0, 5), (2.0, 6), (3.0, 5), (4.0, 7)]
+    overhead = 0.01
+    measured = [0.8 * (s - n * overhead) + 0.05 for s, n in terms]
+    calib = fit_calibration(specs, terms, measured, overhead)
+    assert calib["a"] == pytest.approx(0.8) and calib["b"] == pytest.approx(0.05)
+    assert apply_calibration(calib, 2.5, 6) == pytest.approx(0.8 * (2.5 - 0.06) + 0.05)
+    assert calib["fit_max_abs_error"] == pytest.approx(0, abs=1e-9)
+
+
+def test_missing_entry_names_the_unit(tiny):
+    _, path = tiny
+    spec = ArchSpec.from_string("in8x1 stem_c8_k3_s1_re ir_k5_e24_c8_s2_re last_c16_re head_c0_re_d0 cls3")
+    with pytest.raises(MissingEntryError, match="block:r8_i8_e24_o8_k5_s2_se0_relu_res0"):
+        load_predictor(path).predict(spec)
+
+
+def test_ensure_entries_adds_only_what_is_missing(tiny, tmp_path):
+    _, path = tiny
+    path = copy_table(path, tmp_path)
+    narrow = ArchSpec.from_string("in8x1 stem_c8_k3_s1_re ir_k3_e16_c8_s2_re last_c16_re head_c0_re_d0 cls3")
+    before = len(load_table(path))
+    assert ensure_entries(path, [narrow], progress=False) == 1  # the e16 block; the rest is in the table
+    assert ensure_entries(path, [narrow], progress=False) == 0
+    table = load_table(path)
+    assert len(table) == before + 1 and not table.entries.index.duplicated().any()
+    load_predictor(path).predict(narrow)
+
+
+def test_foreign_table_refused_then_allowed_with_warning(tiny, tmp_path):
+    _, path = tiny
+    path = copy_table(path, tmp_path)
+    meta = json.loads((path / META).read_text())
+    meta["device"]["cpu_model"] = "Some ARM board"
+    (path / META).write_text(json.dumps(meta))
+    with pytest.raises(ForeignTableError, match="cpu_model 'Some ARM board'"):
+        load_predictor(path)
+    with pytest.warns(UserWarning, match="another device"):
+        predictor = load_predictor(path, allow_foreign=True)
+    assert predictor.predict(_baseline()) > 0
+    with pytest.raises(ForeignTableError, match="threads"):
+        load_predictor(copy_table(tiny[1], tmp_path / "t"), threads=2)
+
+
+def _baseline():
+    return ArchSpec.from_string("in8x1 stem_c8_k3_s1_re ir_k3_e24_c8_s2_re last_c16_re head_c0_re_d0 cls3")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text + "block:r8,oops\n", "corrupt table CSV"),
+    (lambda text: text.replace("median_ms", "median"), "missing column 'median_ms'"),
+    (lambda text: text.replace(",100\n", ",abc\n", 1), "runs 'abc'"),
+    (lambda text: text + text.splitlines()[1] + "\n", "appears twice"),
+])
+def test_corrupt_csv_is_one_clear_error(tiny, tmp_path, damage, message):
+    path = copy_table(tiny[1], tmp_path)
+    csv = path / ENTRIES
+    csv.write_text(damage(csv.read_text()))
+    with pytest.raises(TableError, match=message):
+        load_table(path)
+
+
+def test_torn_last_line_from_a_kill_is_dropped(tiny, tmp_path):
+    path = copy_table(tiny[1], tmp_path)
+    csv = path / ENTRIES
+    n = len(load_table(path))
+    csv.write_text(csv.read_text() + "block:r8_i8_e8_o8_k3_s2_se0_relu_res0,blo")  # killed mid-write
+    assert len(load_table(path)) == n
+    assert csv.read_text().endswith("\n")
