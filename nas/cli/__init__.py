@@ -19,6 +19,7 @@ from nas.errors import NasError
 COMMAND_MODULES = [
     "nas.cli.arch",
     "nas.cli.train",
+    "nas.cli.search",
     "nas.cli.lut",
     "nas.cli.latency",
     "nas.cli.netadapt",

@@ -1,0 +1,47 @@
+"""``nas search EXPERIMENT.yaml``: run or resume an experiment's architecture search."""
+
+from __future__ import annotations
+
+from nas.cli import print_json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("search", help="platform-aware architecture search (resumable)",
+                              description="Run the search of an experiment file; rerunning resumes it.")
+    p.add_argument("experiment", help="experiment YAML file (see experiments/)")
+    p.add_argument("--strategy", help="rl, tpe, nsga2, random or evolution (default: the experiment's)")
+    p.add_argument("--trials", type=int, help="finished trials the study should reach")
+    p.add_argument("--timeout", type=float, metavar="MIN", help="stop starting new trials after MIN minutes")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: SQLite in the output folder)")
+    p.add_argument("--out", help="output folder (default: the experiment's)")
+    p.add_argument("--no-measure", action="store_true", help="do not re-measure the best network end to end")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from nas.experiment import load_experiment
+    from nas.search.runner import run_search, summary_table
+
+    experiment = load_experiment(args.experiment)
+    if args.out:
+        experiment = experiment.replace(out=Path(args.out))
+    result = run_search(experiment, strategy=args.strategy, n_trials=args.trials, timeout_min=args.timeout,
+                        storage=args.storage, progress=not args.json,
+                        measure_best=False if args.no_measure else None)
+    if args.json:
+        print_json(result.to_json())
+        return 0
+    print(f"study {result.study.study_name}: {result.n_trials} finished trials, "
+          f"Pareto front of {len(result.pareto)}, hypervolume {result.hypervolume or 0:.5f}")
+    table = summary_table(result)
+    if not table.empty:
+        print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    if result.best is not None:
+        print(f"best spec: {result.best.spec}")
+    print(f"results in {result.out} ({', '.join(Path(f).name for f in result.files.values())})")
+    if result.storage and "://" in result.storage:
+        print(f"browse the study: optuna-dashboard {result.storage}")
+    return 0

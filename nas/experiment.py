@@ -1,0 +1,304 @@
+"""Experiment files: one YAML file -> validated, frozen dataclasses.
+
+An experiment names a search space, the data, the proxy-training budget, the latency source, the
+reward and the search. Each section is a dataclass; the allowed keys of a section are the fields of
+its dataclass, and :data:`SECTIONS` is the one place that lists the sections (later stages add
+``train``, ``netadapt``, ``export`` here). Relative paths are relative to the experiment file.
+
+Example (``experiments/fashion_mnist.yaml``)::
+
+    name: fashion_mnist
+    space: ../search_spaces/fashion_mnist.yaml
+    out: ../runs/fashion_mnist
+    data: {name: fashion-mnist, val_fraction: 0.05, subset: 10000}
+    proxy: {steps: 100, batch_size: 64, optimizer: adamw, pruner: median}
+    latency: {table: ../latency_tables/fashion_mnist_onnxruntime_t1}
+    reward: {target_ms: baseline, preset: hard}   # or a number of ms; or alpha/beta
+    search: {strategy: rl, n_trials: 40, timeout_min: 55, seed: 0}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.errors import NasError
+from nas.reward import PRESETS, Reward
+
+LATENCY_SOURCES = ("table", "measure")
+OBJECTIVES = ("reward", "pareto")
+PRUNERS = ("none", "median", "hyperband")
+
+
+class ExperimentError(NasError):
+    """An invalid experiment file."""
+
+
+@dataclass(frozen=True)
+class DataSection:
+    name: str = "fashion-mnist"
+    data_dir: str | None = None
+    val_fraction: float = 0.1
+    subset: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ProxySection:
+    """Short training of each candidate; exactly one of ``steps`` / ``epochs``."""
+
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float | None = None
+    eval_every: float | None = 1.0
+    threads: int | None = None
+    seed: int = 0
+    pruner: str = "none"
+
+
+@dataclass(frozen=True)
+class LatencySection:
+    """``source: table`` predicts from ``table``; ``source: measure`` times every candidate."""
+
+    table: str | None = None
+    source: str = "table"
+    allow_foreign: bool = False
+    threads: int = 1
+    measure_best: bool = True
+
+
+@dataclass(frozen=True)
+class RewardSection:
+    """``target_ms``: the latency target T in ms, or ``baseline`` for the space baseline's latency."""
+
+    target_ms: float | str | None = None
+    preset: str | None = "soft"
+    alpha: float | None = None
+    beta: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    strategy: str = "tpe"
+    n_trials: int = 50
+    timeout_min: float | None = None
+    seed: int = 0
+    objectives: str = "reward"
+    constraint: bool = False
+    storage: str | None = None
+    study: str | None = None
+    baseline: bool = True
+    options: dict = field(default_factory=dict)
+
+
+# The sections an experiment file may have: name -> dataclass (its fields are the allowed keys).
+SECTIONS: dict[str, type] = {
+    "data": DataSection,
+    "proxy": ProxySection,
+    "latency": LatencySection,
+    "reward": RewardSection,
+    "search": SearchSection,
+}
+TOP_LEVEL = ("name", "space", "out")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    space: Path
+    out: Path
+    data: DataSection
+    proxy: ProxySection
+    latency: LatencySection
+    reward: RewardSection
+    search: SearchSection
+    source: str = "<memory>"
+
+    def reward_fn(self, target_ms: float | None = None) -> Reward:
+        """The reward; ``target_ms`` is required when the file says ``target_ms: baseline``."""
+        r = self.reward
+        target = r.target_ms if target_ms is None else target_ms
+        if target == "baseline":
+            raise NasError("the latency target 'baseline' must be resolved first (run_search does)")
+        alpha, beta = PRESETS[r.preset] if r.preset else (None, None)
+        alpha = r.alpha if r.alpha is not None else alpha
+        beta = r.beta if r.beta is not None else beta
+        return Reward(target, alpha, beta)
+
+    @property
+    def table_path(self) -> Path | None:
+        return None if self.latency.table is None else Path(self.latency.table)
+
+    def load_space(self):
+        from nas.spec import load_space
+
+        return load_space(self.space)
+
+    def replace(self, **sections: Any) -> "Experiment":
+        """A copy with some fields of some sections changed: ``replace(search={"n_trials": 5})``."""
+        changes: dict[str, Any] = {}
+        for name, values in sections.items():
+            if name in SECTIONS:
+                changes[name] = _section(name, {**dataclasses.asdict(getattr(self, name)), **values}, self.source)
+            else:
+                changes[name] = values
+        out = dataclasses.replace(self, **changes)
+        _check(out)
+        return out
+
+
+def _fail(source: str, message: str) -> ExperimentError:
+    return ExperimentError(f"{source}: {message}")
+
+
+def _section(name: str, data: Any, source: str):
+    kind = SECTIONS[name]
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise _fail(source, f"{name}: expected a mapping")
+    allowed = [f.name for f in dataclasses.fields(kind)]
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise _fail(source, f"{name}: unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})")
+    return kind(**data)
+
+
+def _number(source: str, where: str, value: Any, *, integer: bool = False, minimum: float | None = None,
+            exclusive: bool = False, optional: bool = True) -> None:
+    if value is None:
+        if optional:
+            return
+        raise _fail(source, f"{where}: missing")
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or (not integer and not math.isfinite(value)):
+        raise _fail(source, f"{where}: expected {'an integer' if integer else 'a number'}, got {value!r}")
+    if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        raise _fail(source, f"{where}: must be {'>' if exclusive else '>='} {minimum}, got {value}")
+
+
+def _check(exp: Experiment) -> None:
+    from nas.search import STRATEGIES
+
+    s = exp.source
+    d, p, lat, r, se = exp.data, exp.proxy, exp.latency, exp.reward, exp.search
+    if not isinstance(d.name, str):
+        raise _fail(s, f"data.name: expected a dataset name, got {d.name!r}")
+    _number(s, "data.val_fraction", d.val_fraction, minimum=0, exclusive=True, optional=False)
+    if d.val_fraction >= 1:
+        raise _fail(s, f"data.val_fraction: must be < 1, got {d.val_fraction}")
+    _number(s, "data.subset", d.subset, integer=True, minimum=1)
+    _number(s, "data.seed", d.seed, integer=True, minimum=0, optional=False)
+    if (p.steps is None) == (p.epochs is None):
+        raise _fail(s, "proxy: give exactly one budget, steps or epochs")
+    _number(s, "proxy.steps", p.steps, integer=True, minimum=1)
+    _number(s, "proxy.epochs", p.epochs, minimum=0, exclusive=True)
+    _number(s, "proxy.batch_size", p.batch_size, integer=True, minimum=1, optional=False)
+    _number(s, "proxy.lr", p.lr, minimum=0, exclusive=True)
+    _number(s, "proxy.eval_every", p.eval_every, minimum=0, exclusive=True)
+    _number(s, "proxy.threads", p.threads, integer=True, minimum=1)
+    _number(s, "proxy.seed", p.seed, integer=True, minimum=0, optional=False)
+    if p.pruner not in PRUNERS:
+        raise _fail(s, f"proxy.pruner: unknown pruner {p.pruner!r} (choose from: {', '.join(PRUNERS)})")
+    if lat.source not in LATENCY_SOURCES:
+        raise _fail(s, f"latency.source: {lat.source!r} is not one of {', '.join(LATENCY_SOURCES)}")
+    if lat.source == "table" and lat.table is None:
+        raise _fail(s, "latency.table: missing (or set latency.source: measure)")
+    _number(s, "latency.threads", lat.threads, integer=True, minimum=1, optional=False)
+    if r.target_ms is None:
+        raise _fail(s, "reward.target_ms: missing (the latency target T in ms)")
+    if r.target_ms != "baseline":
+        _number(s, "reward.target_ms", r.target_ms, minimum=0, exclusive=True)
+    if r.preset is not None and r.preset not in PRESETS:
+        raise _fail(s, f"reward.preset: unknown preset {r.preset!r} (choose from: {', '.join(PRESETS)})")
+    if r.preset is None and (r.alpha is None or r.beta is None):
+        raise _fail(s, "reward: give a preset or both alpha and beta")
+    for key in ("alpha", "beta"):
+        _number(s, f"reward.{key}", getattr(r, key))
+        if getattr(r, key) is not None and getattr(r, key) > 0:
+            raise _fail(s, f"reward.{key}: must be <= 0, got {getattr(r, key)}")
+    if se.strategy not in STRATEGIES:
+        raise _fail(s, f"search.strategy: unknown strategy {se.strategy!r} (choose from: {', '.join(STRATEGIES)})")
+    _number(s, "search.n_trials", se.n_trials, integer=True, minimum=1, optional=False)
+    _number(s, "search.timeout_min", se.timeout_min, minimum=0, exclusive=True)
+    _number(s, "search.seed", se.seed, integer=True, minimum=0, optional=False)
+    if se.objectives not in OBJECTIVES:
+        raise _fail(s, f"search.objectives: {se.objectives!r} is not one of {', '.join(OBJECTIVES)}")
+    if se.objectives == "pareto" and p.pruner != "none":
+        raise _fail(s, "proxy.pruner: pruners work with single-objective search only (search.objectives: reward)")
+    if not isinstance(se.options, dict):
+        raise _fail(s, "search.options: expected a mapping")
+    try:
+        STRATEGIES[se.strategy].check_options(se.options)
+    except NasError as exc:
+        raise _fail(s, f"search.options: {exc}") from None
+
+
+def experiment_from_dict(data: Any, source: str = "<memory>", base_dir: str | Path = ".") -> Experiment:
+    """Validate a parsed experiment; relative paths are resolved against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise _fail(source, "an experiment file must be a YAML mapping")
+    unknown = sorted(set(data) - set(TOP_LEVEL) - set(SECTIONS))
+    if unknown:
+        raise _fail(source, f"unknown key {unknown[0]!r} (allowed: {', '.join([*TOP_LEVEL, *SECTIONS])})")
+    for key in ("space", "reward"):
+        if key not in data:
+            raise _fail(source, f"missing key {key!r}")
+    base = Path(base_dir)
+    name = data.get("name") or Path(source).stem
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise _fail(source, f"name: expected letters, digits, '-' or '_', got {name!r}")
+    if not isinstance(data["space"], str):
+        raise _fail(source, "space: expected a path to a search-space YAML file")
+    resolve = lambda p: p if p is None else str(base / p)  # noqa: E731
+    sections = {key: _section(key, data.get(key), source) for key in SECTIONS}
+    if sections["latency"].table is not None:
+        if not isinstance(sections["latency"].table, str):
+            raise _fail(source, "latency.table: expected a path")
+        sections["latency"] = dataclasses.replace(sections["latency"], table=resolve(sections["latency"].table))
+    if sections["data"].data_dir is not None:
+        sections["data"] = dataclasses.replace(sections["data"], data_dir=resolve(str(sections["data"].data_dir)))
+    out = data.get("out", f"runs/{name}")
+    if not isinstance(out, str):
+        raise _fail(source, "out: expected a folder path")
+    exp = Experiment(name=name, space=base / data["space"], out=base / out, source=source, **sections)
+    _check(exp)
+    return exp
+
+
+def load_experiment(path: str | Path, check_files: bool = True) -> Experiment:
+    """Read and validate an experiment file (and, with ``check_files``, its space and table)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExperimentError(f"experiment file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ExperimentError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    exp = experiment_from_dict(data, str(path), path.parent)
+    if check_files:
+        check_experiment_files(exp)
+    return exp
+
+
+def check_experiment_files(exp: Experiment) -> None:
+    """The space loads; the latency table exists and was built for this space."""
+    space = exp.load_space()
+    if exp.latency.table is None:
+        return
+    table = Path(exp.latency.table)
+    if not table.exists():
+        raise _fail(exp.source, f"latency.table: not found: {table}")
+    from nas.latency import load_table
+
+    built_for = load_table(table).space_hash
+    if built_for != space.hash:
+        raise _fail(exp.source, f"latency.table {table} was built for another space (space hash {built_for}, "
+                                f"{space.name} has {space.hash})")

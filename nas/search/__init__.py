@@ -1,0 +1,34 @@
+"""Platform-aware search: strategies behind one ask/tell port, all recorded in an Optuna study.
+
+- :mod:`nas.search.base`: the port (``Strategy.ask() -> Proposal``, ``tell(proposal, record)``)
+  and immutable :class:`TrialRecord`;
+- :mod:`nas.search.optuna_strategies`: ``random``, ``tpe``, ``nsga2``;
+- :mod:`nas.search.rl`: ``rl``, MnasNet's recurrent controller trained with PPO;
+- :mod:`nas.search.evolution`: ``evolution``, regularized (aging) evolution;
+- :mod:`nas.search.evaluate`: proxy training + latency of one candidate;
+- :mod:`nas.search.runner`: study creation / resume, the loop, progress;
+- :mod:`nas.search.results`: trials.csv, best spec, Pareto plot, hypervolume.
+"""
+
+from __future__ import annotations
+
+from nas.search.base import PlannedSampler, Proposal, Strategy, TrialRecord
+from nas.search.evolution import EvolutionStrategy
+from nas.search.optuna_strategies import NSGA2Strategy, RandomStrategy, TPEStrategy
+from nas.search.rl import RLStrategy
+
+# Every strategy by name; the shared contract test runs over this registry.
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in
+                                         (RandomStrategy, TPEStrategy, NSGA2Strategy, RLStrategy, EvolutionStrategy)}
+
+
+def __getattr__(name: str):
+    # The runner pulls in torch training and plotting; import it only when asked.
+    if name in ("run_search", "SearchResult"):
+        from nas.search import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'nas.search' has no attribute {name!r}")
+
+
+__all__ = ["STRATEGIES", "PlannedSampler", "Proposal", "Strategy", "TrialRecord", "run_search", "SearchResult"]

@@ -1,0 +1,118 @@
+"""Evaluating one candidate: proxy accuracy and latency.
+
+An evaluator is anything with ``evaluate(spec, report=None) -> Evaluation``. ``report(step, epoch,
+val_acc) -> bool`` receives intermediate accuracies (for an Optuna pruner); True stops training.
+
+- :class:`ProxyEvaluator`: short training on the train split, accuracy on the held-out val split
+  (never the test split), latency predicted from the table and/or measured end to end.
+- :class:`SyntheticEvaluator`: a fast, deterministic stand-in (accuracy grows with MAdds, latency
+  is linear in MAdds and params) for tests and strategy benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from nas.spec import ArchSpec, count_madds, count_params
+
+ReportFn = Callable[[int, float, float], bool]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    val_acc: float
+    latency_ms: float  # the latency the reward uses
+    latency_predicted_ms: float | None = None
+    latency_measured_ms: float | None = None
+    seconds: float = 0.0
+    steps: int = 0
+    pruned: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Evaluator(Protocol):
+    def evaluate(self, spec: ArchSpec, report: ReportFn | None = None) -> Evaluation: ...
+
+
+class ProxyEvaluator:
+    """Proxy training + latency, configured by an experiment (data loaded once)."""
+
+    def __init__(self, experiment, splits=None, predictor=None, progress: bool = False):
+        from nas.train import TrainConfig
+
+        self.experiment = experiment
+        p = experiment.proxy
+        self.config = TrainConfig(epochs=p.epochs, steps=p.steps, batch_size=p.batch_size, optimizer=p.optimizer,
+                                  lr=p.lr, eval_every=p.eval_every, threads=p.threads, seed=p.seed)
+        if splits is None:
+            from nas.data import load_data
+
+            d = experiment.data
+            splits = load_data(d.name, d.data_dir, d.val_fraction, d.seed, d.subset)
+        self.splits = splits
+        self.progress = progress
+        lat = experiment.latency
+        if predictor is None and lat.table is not None:
+            from nas.latency import load_predictor
+
+            predictor = load_predictor(lat.table, allow_foreign=lat.allow_foreign, threads=lat.threads)
+        self.predictor = predictor
+
+    def latency(self, spec: ArchSpec) -> tuple[float, float | None, float | None]:
+        """(latency for the reward, predicted, measured) in ms."""
+        predicted = self.predictor.predict(spec) if self.predictor is not None else None
+        measured = None
+        if self.experiment.latency.source == "measure":
+            from nas.latency import MeasureConfig, measure_spec
+
+            measured = measure_spec(spec, MeasureConfig(threads=self.experiment.latency.threads)).median_ms
+        return (measured if measured is not None else predicted), predicted, measured
+
+    def evaluate(self, spec: ArchSpec, report: ReportFn | None = None) -> Evaluation:
+        import torch
+
+        from nas.models import build_model
+        from nas.train import check_spec_matches, train
+
+        start = time.perf_counter()
+        latency, predicted, measured = self.latency(spec)  # first: a table miss fails before training
+        check_spec_matches(spec, self.splits.train, self.experiment.data.name)
+        torch.manual_seed(self.config.seed)
+        model = build_model(spec, seed=self.config.seed)
+        result = train(model, self.splits, self.config, progress=self.progress, report=report)
+        return Evaluation(val_acc=float(result.val_acc), latency_ms=float(latency), latency_predicted_ms=predicted,
+                          latency_measured_ms=measured, seconds=time.perf_counter() - start, steps=result.steps,
+                          pruned=result.stopped_early)
+
+
+class SyntheticEvaluator:
+    """Deterministic stand-in: accuracy saturates with MAdds (plus a per-spec wiggle from the hash),
+    latency is linear in MAdds and params. Costs microseconds; ``steps`` intermediate reports."""
+
+    def __init__(self, steps: int = 4, madds_scale: float = 8e6, ms_per_mmadd: float = 0.01, base_ms: float = 0.02,
+                 predictor=None):
+        self.steps, self.madds_scale, self.ms_per_mmadd, self.base_ms = steps, madds_scale, ms_per_mmadd, base_ms
+        self.predictor = predictor  # a real latency model (``.predict(spec)``) instead of the linear one
+
+    def evaluate(self, spec: ArchSpec, report: ReportFn | None = None) -> Evaluation:
+        madds, params = count_madds(spec), count_params(spec)
+        wiggle = (int(spec.hash[:8], 16) / 0xFFFFFFFF - 0.5) * 0.02
+        final = 0.70 + 0.22 * (1 - math.exp(-madds / self.madds_scale)) + wiggle
+        for step in range(1, self.steps + 1):
+            acc = final * step / self.steps
+            if report is not None and report(step, float(step), acc) and step < self.steps:
+                return Evaluation(acc, self._latency(madds, params, spec), steps=step, pruned=True)
+        latency = self._latency(madds, params, spec)
+        return Evaluation(val_acc=final, latency_ms=latency, latency_predicted_ms=latency, steps=self.steps)
+
+    def latency(self, spec: ArchSpec) -> tuple[float, float | None, float | None]:
+        latency = self._latency(count_madds(spec), count_params(spec), spec)
+        return latency, latency, None
+
+    def _latency(self, madds: int, params: int, spec: ArchSpec | None = None) -> float:
+        if self.predictor is not None and spec is not None:
+            return float(self.predictor.predict(spec))
+        return self.base_ms + self.ms_per_mmadd * madds / 1e6 + 0.002 * params / 1e5

@@ -1,0 +1,33 @@
+import pytest
+
+from nas.search.base import TrialRecord
+from nas.search.evolution import active_decisions
+from nas.search.results import best_record, hypervolume, pareto_front, trials_frame
+
+
+def rec(number, acc, lat, reward=None, state="COMPLETE"):
+    return TrialRecord(number=number, state=state, assignment={}, val_acc=acc, latency_ms=lat,
+                       reward=acc if reward is None else reward, hash=f"h{number}")
+
+
+def test_hypervolume_hand_computed():
+    # Rectangles [0.5, 2] x [0, 0.8] (1.2) and [1, 2] x [0, 0.9] (0.9) overlap on [1, 2] x [0, 0.8] (0.8).
+    assert hypervolume([(0.9, 1.0), (0.8, 0.5)], 0.0, 2.0) == pytest.approx(1.3)
+    # A dominated point and one beyond the reference add nothing; order does not matter.
+    assert hypervolume([(0.7, 1.5), (0.8, 0.5), (0.95, 2.5), (0.9, 1.0)], 0.0, 2.0) == pytest.approx(1.3)
+    assert hypervolume([], 0.0, 2.0) == 0.0
+
+
+def test_pareto_front_and_best():
+    records = [rec(0, 0.80, 0.5), rec(1, 0.90, 1.0), rec(2, 0.85, 1.2), rec(3, 0.95, 3.0, reward=0.7),
+               rec(4, 0.99, 0.1, state="PRUNED"), rec(5, 0.80, 0.5)]
+    assert [r.number for r in pareto_front(records)] == [0, 1, 3]  # 2 is dominated by 1; 5 repeats 0
+    assert best_record(records).number == 1
+    frame = trials_frame(records)
+    assert list(frame["number"]) == [0, 1, 2, 3, 4, 5] and frame.loc[4, "state"] == "PRUNED"
+
+
+def test_active_decisions_skip_blocks_past_the_depth():
+    names = ["s0.depth", "s0.width", "s0.b0.kernel", "s0.b1.kernel", "s1.depth", "s1.b0.se", "s1.b1.se"]
+    assert active_decisions({"s0.depth": 1, "s1.depth": 2}, names) == \
+        ["s0.depth", "s0.width", "s0.b0.kernel", "s1.depth", "s1.b0.se", "s1.b1.se"]
