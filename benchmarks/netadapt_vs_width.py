@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -26,25 +25,11 @@ import torch
 
 from nas.data import load_data
 from nas.netadapt import NetAdaptConfig, TableLatency, netadapt
-from nas.spec import ArchSpec, count_madds, count_params, load_space, make_divisible
+from nas.spec import ArchSpec, count_madds, count_params, load_space
+from nas.spec.transform import scale_widths
 from nas.train import TrainConfig, load_checkpoint, load_model, train_network
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def uniform_width(spec: ArchSpec, mult: float) -> ArchSpec:
-    """Stem and block widths times ``mult`` (rounded to multiples of 8); blocks without an expand
-    conv keep exp == in."""
-    scale = lambda c: make_divisible(c * mult, 8)  # noqa: E731
-    stem = dataclasses.replace(spec.stem, out_channels=scale(spec.stem.out_channels))
-    blocks, cin = [], stem.out_channels
-    for b in spec.blocks:
-        exp = cin if not b.has_expand else scale(b.exp_channels)
-        if b.has_expand and exp == cin:
-            exp += 8  # keep the expand conv
-        blocks.append(dataclasses.replace(b, in_channels=cin, exp_channels=exp, out_channels=scale(b.out_channels)))
-        cin = blocks[-1].out_channels
-    return dataclasses.replace(spec, stem=stem, blocks=tuple(blocks))
 
 
 def baseline_network(args, splits) -> tuple[ArchSpec, Path, dict]:
@@ -65,7 +50,7 @@ def match_uniform(spec: ArchSpec, latency: TableLatency, measured_target: float)
     """The multiplier whose measured latency is closest to ``measured_target`` (grid predicted with
     the table first, then the few closest candidates measured end to end)."""
     grid = [round(m, 3) for m in np.arange(0.3, 1.0001, 0.025)]
-    specs = {m: uniform_width(spec, m) for m in grid}
+    specs = {m: scale_widths(spec, m) for m in grid}
     latency.prepare(list(specs.values()))
     ratio = latency.measure(spec) / latency.predict(spec)  # predicted -> measured scale of this machine now
     predicted = {m: latency.predict(s) * ratio for m, s in specs.items()}

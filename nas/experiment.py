@@ -98,6 +98,42 @@ class SearchSection:
     options: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TrainSection:
+    """Full training (``nas run``) of the found network and of the report's reference networks."""
+
+    epochs: float = 5.0
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float | None = None
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class NetAdaptSection:
+    """NetAdapt after the full training (``nas run``); ``target``: fraction of the start latency or 'Nms'."""
+
+    target: str = "0.8"
+    short_steps: int = 100
+    long_epochs: float = 1.0
+    delta_fraction: float = 0.01
+    select: str = "ratio"
+    subset: int | None = None
+
+
+@dataclass(frozen=True)
+class ExportSection:
+    formats: list = field(default_factory=lambda: ["onnx", "json"])
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """Uniform width variants of the space's baseline trained with the same recipe for the report."""
+
+    width_mults: list = field(default_factory=lambda: [0.75])
+
+
 # The sections an experiment file may have: name -> dataclass (its fields are the allowed keys).
 SECTIONS: dict[str, type] = {
     "data": DataSection,
@@ -105,6 +141,10 @@ SECTIONS: dict[str, type] = {
     "latency": LatencySection,
     "reward": RewardSection,
     "search": SearchSection,
+    "train": TrainSection,
+    "netadapt": NetAdaptSection,
+    "export": ExportSection,
+    "report": ReportSection,
 }
 TOP_LEVEL = ("name", "space", "out")
 
@@ -119,6 +159,10 @@ class Experiment:
     latency: LatencySection
     reward: RewardSection
     search: SearchSection
+    train: TrainSection = field(default_factory=TrainSection)
+    netadapt: NetAdaptSection = field(default_factory=NetAdaptSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    report: ReportSection = field(default_factory=ReportSection)
     source: str = "<memory>"
 
     def reward_fn(self, target_ms: float | None = None) -> Reward:
@@ -239,6 +283,40 @@ def _check(exp: Experiment) -> None:
         STRATEGIES[se.strategy].check_options(se.options)
     except NasError as exc:
         raise _fail(s, f"search.options: {exc}") from None
+    _check_run_sections(exp)
+
+
+def _check_run_sections(exp: Experiment) -> None:
+    """The sections only ``nas run`` reads: train, netadapt, export, report."""
+    s, t, n = exp.source, exp.train, exp.netadapt
+    _number(s, "train.epochs", t.epochs, minimum=0, exclusive=True, optional=False)
+    _number(s, "train.batch_size", t.batch_size, integer=True, minimum=1, optional=False)
+    _number(s, "train.lr", t.lr, minimum=0, exclusive=True)
+    _number(s, "train.threads", t.threads, integer=True, minimum=1)
+    if t.optimizer not in ("sgd", "adamw"):
+        raise _fail(s, f"train.optimizer: {t.optimizer!r} is not one of sgd, adamw")
+    _number(s, "netadapt.short_steps", n.short_steps, integer=True, minimum=1, optional=False)
+    _number(s, "netadapt.long_epochs", n.long_epochs, minimum=0, optional=False)
+    _number(s, "netadapt.delta_fraction", n.delta_fraction, minimum=0, exclusive=True, optional=False)
+    _number(s, "netadapt.subset", n.subset, integer=True, minimum=1)
+    from nas.netadapt import NetAdaptConfig
+
+    try:
+        NetAdaptConfig(target=str(n.target), short_steps=n.short_steps, long_epochs=n.long_epochs,
+                       delta_fraction=n.delta_fraction, select=n.select)
+    except NasError as exc:
+        raise _fail(s, f"netadapt: {exc}") from None
+    from nas.export import FORMATS
+
+    if not isinstance(exp.export.formats, list) or not exp.export.formats:
+        raise _fail(s, "export.formats: expected a non-empty list")
+    for fmt in exp.export.formats:
+        if fmt not in FORMATS:
+            raise _fail(s, f"export.formats: unknown format {fmt!r} (choose from: {', '.join(FORMATS)})")
+    if not isinstance(exp.report.width_mults, list):
+        raise _fail(s, "report.width_mults: expected a list of numbers")
+    for m in exp.report.width_mults:
+        _number(s, "report.width_mults", m, minimum=0, exclusive=True)
 
 
 def experiment_from_dict(data: Any, source: str = "<memory>", base_dir: str | Path = ".") -> Experiment:

@@ -20,9 +20,11 @@ COMMAND_MODULES = [
     "nas.cli.arch",
     "nas.cli.train",
     "nas.cli.search",
+    "nas.cli.export",
     "nas.cli.lut",
     "nas.cli.latency",
     "nas.cli.netadapt",
+    "nas.cli.run",
 ]
 
 

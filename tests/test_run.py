@@ -1,0 +1,110 @@
+"""``nas run``: the whole pipeline on a tiny budget, rerun skips finished stages, resume after a failure."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas.experiment import experiment_from_dict
+from nas.run import STAGES, run_experiment
+from tests.conftest import ROOT, assert_one_line_error, run_cli
+
+TABLE = ROOT / "latency_tables" / "fashion_mnist_onnxruntime_t1"
+
+
+def tiny_experiment(tmp_path: Path) -> dict:
+    table = tmp_path / "table"
+    shutil.copytree(TABLE, table)  # NetAdapt and the report add narrower widths to the table
+    return {
+        "name": "tiny_run", "space": str(ROOT / "search_spaces" / "fashion_mnist.yaml"), "out": str(tmp_path / "out"),
+        "data": {"name": "fashion-mnist", "val_fraction": 0.02, "subset": 256, "seed": 0},
+        "proxy": {"steps": 2, "batch_size": 32, "eval_every": None, "threads": 1},
+        "latency": {"table": str(table), "threads": 1},
+        "reward": {"target_ms": "baseline", "preset": "soft"},
+        "search": {"strategy": "random", "n_trials": 2, "seed": 0},
+        "train": {"epochs": 0.002, "batch_size": 32, "optimizer": "adamw", "threads": 1},
+        "netadapt": {"target": "0.97", "short_steps": 1, "long_epochs": 0, "delta_fraction": 0.02, "subset": 256},
+        "export": {"formats": ["json", "onnx"]},
+        "report": {"width_mults": [0.5]},
+    }
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    pytest.importorskip("nas.data").load_data  # noqa: B018
+    tmp = tmp_path_factory.mktemp("run")
+    data = tiny_experiment(tmp)
+    exp = experiment_from_dict(data, "tiny_run.yaml", tmp)
+    logs: list[str] = []
+    result = run_experiment(exp, progress=False, log=logs.append)
+    return exp, result, logs, data, tmp
+
+
+def test_pipeline_writes_report(finished_run):
+    exp, result, logs, _, _ = finished_run
+    out = Path(exp.out)
+    for stage in STAGES:
+        assert (out / stage / "done.json").is_file(), stage
+    report = result.report.read_text()
+    names = [row["network"] for row in result.rows]
+    assert names == ["found (search)", "found + NetAdapt", "baseline", "baseline x0.5"]
+    for name in names:
+        assert f"| {name} |" in report
+    assert (out / "fig_pareto.png").is_file() and "fig_pareto.png" in report
+    assert (out / "export" / "model.onnx").is_file() and (out / "export" / "MODEL_CARD.md").is_file()
+    for row in result.rows:
+        assert row["measured_ms"] > 0 and row["predicted_ms"] > 0 and 0 <= row["test_acc"] <= 1
+    netadapt = [r for r in result.rows if r["network"] == "found + NetAdapt"][0]
+    found = [r for r in result.rows if r["network"] == "found (search)"][0]
+    assert netadapt["predicted_ms"] < found["predicted_ms"]
+
+
+def test_rerun_skips_finished_stages(finished_run, monkeypatch):
+    exp, first, _, _, _ = finished_run
+    import nas.train
+
+    monkeypatch.setattr(nas.train, "train_network", lambda *a, **k: pytest.fail("trained again"))
+    logs: list[str] = []
+    again = run_experiment(exp, progress=False, log=logs.append)
+    assert all("skipped" in line for line in logs) and len(logs) == len(STAGES)
+    assert again.rows == first.rows
+
+
+def test_failure_in_a_stage_resumes_without_redoing_earlier_ones(tmp_path, monkeypatch):
+    data = tiny_experiment(tmp_path)
+    data["search"]["n_trials"] = 1
+    data["report"]["width_mults"] = []
+    exp = experiment_from_dict(data, "tiny_run.yaml", tmp_path)
+    import nas.run
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt  # as if Ctrl-C landed in the export stage
+
+    monkeypatch.setattr(nas.run, "stage_export", broken)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(exp, progress=False, log=lambda m: None)
+    out = Path(exp.out)
+    assert (out / "netadapt" / "done.json").is_file() and not (out / "export" / "done.json").exists()
+    monkeypatch.undo()
+    trained = (out / "train" / "checkpoint.pt").stat().st_mtime_ns
+    logs: list[str] = []
+    run_experiment(exp, progress=False, log=logs.append)
+    assert logs[:3] == ["[search] done before, skipped", "[train] done before, skipped",
+                        "[netadapt] done before, skipped"]
+    assert (out / "train" / "checkpoint.pt").stat().st_mtime_ns == trained
+    assert (out / "report.md").is_file()
+
+
+def test_bad_experiment_sections(tmp_path):
+    data = tiny_experiment(tmp_path)
+    data["netadapt"]["colour"] = 1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert_one_line_error(run_cli("run", path), "netadapt: unknown key 'colour'")
+    data = tiny_experiment(tmp_path / "b")
+    data["export"]["formats"] = ["tflite"]
+    path.write_text(yaml.safe_dump(data))
+    assert_one_line_error(run_cli("run", path), "export.formats: unknown format 'tflite'")
+    assert json.loads(json.dumps(data))  # the experiment dict stays plain data
