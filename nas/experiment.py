@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nas.errors import NasError
+from nas.io import read_yaml
 from nas.reward import PRESETS, Reward
 
 LATENCY_SOURCES = ("table", "measure")
@@ -354,12 +353,7 @@ def experiment_from_dict(data: Any, source: str = "<memory>", base_dir: str | Pa
 def load_experiment(path: str | Path, check_files: bool = True) -> Experiment:
     """Read and validate an experiment file (and, with ``check_files``, its space and table)."""
     path = Path(path)
-    if not path.is_file():
-        raise ExperimentError(f"experiment file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ExperimentError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, ExperimentError, "experiment file")
     exp = experiment_from_dict(data, str(path), path.parent)
     if check_files:
         check_experiment_files(exp)

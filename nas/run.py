@@ -115,7 +115,8 @@ def stage_netadapt(exp: Experiment, checkpoint: str, progress: bool) -> Callable
         result = netadapt_checkpoint(checkpoint, exp.latency.table, config, folder, data=exp.data.name,
                                      data_dir=exp.data.data_dir, subset=n.subset,
                                      allow_foreign=exp.latency.allow_foreign, progress=progress,
-                                     threads=exp.train.threads)
+                                     threads=exp.train.threads, val_fraction=exp.data.val_fraction,
+                                     data_seed=exp.data.seed)
         summary = result.summary()
         summary["checkpoint"] = str(folder / "checkpoint.pt")
         summary["test_acc"] = result.final_test_acc

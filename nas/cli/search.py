@@ -12,7 +12,19 @@ def register(subparsers) -> None:
     p.add_argument("--strategy", help="rl, tpe, nsga2, random or evolution (default: the experiment's)")
     p.add_argument("--trials", type=int, help="finished trials the study should reach")
     p.add_argument("--timeout", type=float, metavar="MIN", help="stop starting new trials after MIN minutes")
-    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: SQLite in the output folder)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage: sqlite:///PATH (default: SQLite in the output folder), "
+                        "postgresql://USER:PASSWORD@HOST:PORT/DB (several machines), journal:PATH (one machine, no server)")
+    p.add_argument("--study", metavar="NAME", help="study name (default: EXPERIMENT-STRATEGY); processes with the "
+                                                   "same storage and study share the search")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="run N local worker processes (default: 1)")
+    p.add_argument("--heartbeat", type=int, default=10, metavar="SEC",
+                   help="workers: seconds between heartbeats of a running trial (default: 10)")
+    p.add_argument("--grace", type=int, default=60, metavar="SEC",
+                   help="workers: a trial silent this long (killed worker) is failed and re-queued (default: 60)")
+    p.add_argument("--max-retry", type=int, default=3, metavar="N", help="workers: re-runs of a failed trial (default: 3)")
+    p.add_argument("--evaluator", default="proxy", metavar="NAME",
+                   help="proxy (train, default) or synthetic[:SECONDS] (fake results, to try a storage/worker setup)")
     p.add_argument("--out", help="output folder (default: the experiment's)")
     p.add_argument("--no-measure", action="store_true", help="do not re-measure the best network end to end")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -24,13 +36,15 @@ def run(args) -> int:
 
     from nas.experiment import load_experiment
     from nas.search.runner import run_search, summary_table
+    from nas.search.storage import Heartbeat
 
     experiment = load_experiment(args.experiment)
     if args.out:
         experiment = experiment.replace(out=Path(args.out))
+    heartbeat = Heartbeat(args.heartbeat, args.grace, args.max_retry)
     result = run_search(experiment, strategy=args.strategy, n_trials=args.trials, timeout_min=args.timeout,
-                        storage=args.storage, progress=not args.json,
-                        measure_best=False if args.no_measure else None)
+                        storage=args.storage, study_name=args.study, evaluator=args.evaluator, progress=not args.json,
+                        measure_best=False if args.no_measure else None, workers=args.workers, heartbeat=heartbeat)
     if args.json:
         print_json(result.to_json())
         return 0

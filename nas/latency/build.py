@@ -112,6 +112,22 @@ def measure_missing(directory: Path, keys: Iterable[UnitKey], config: MeasureCon
     return len(pending)
 
 
+def requested_units(space: SearchSpace | None, specs: list[ArchSpec],
+                    narrower: bool) -> tuple[list[UnitKey], list[ArchSpec]]:
+    """The units a table for ``space`` and ``specs`` needs (with ``narrower``: also of every spec one
+    NetAdapt cut away), and the whole networks it is calibrated on."""
+    keys: list[UnitKey] = space_unit_keys(space) if space is not None else []
+    for spec in specs:
+        keys += unit_keys(spec)
+        if narrower:
+            for other in narrower_specs(spec):
+                keys += unit_keys(other)
+    calib = calibration_specs(space) if space is not None else specs
+    for spec in calib:
+        keys += unit_keys(spec)
+    return keys, calib
+
+
 def build_table(out: str | Path, space: SearchSpace | None = None, specs: Iterable[ArchSpec] = (),
                 config: MeasureConfig | None = None, narrower: bool = False, progress: bool = True,
                 calibrate: bool = True) -> Path:
@@ -124,15 +140,7 @@ def build_table(out: str | Path, space: SearchSpace | None = None, specs: Iterab
     if space is None and not specs:
         raise NasError("nothing to build: give a space and/or specs")
     _check_same_table(directory, space, config)
-    keys: list[UnitKey] = space_unit_keys(space) if space is not None else []
-    for spec in specs:
-        keys += unit_keys(spec)
-        if narrower:
-            for other in narrower_specs(spec):
-                keys += unit_keys(other)
-    calib = calibration_specs(space) if space is not None else specs
-    for spec in calib:
-        keys += unit_keys(spec)
+    keys, calib = requested_units(space, specs, narrower)
     measure_missing(directory, keys, config, table_meta(space, config), progress)
     if calibrate and load_table(directory).calibration is None:
         calibrate_table(directory, calib, config, progress)

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Iterable
 
 from nas.errors import NasError
-from nas.latency.build import calibration_specs, space_record
+from nas.latency.build import requested_units, space_record
 from nas.latency.calibration import fit_calibration, overhead_onnx
-from nas.latency.keys import key_from_row, narrower_specs, space_unit_keys, unique_keys, unit_keys
+from nas.latency.keys import key_from_row, unique_keys
 from nas.latency.measure import MeasureConfig
 from nas.latency.predict import LatencyPredictor
 from nas.latency.standalone_measure import Measurement, read_results
@@ -38,15 +38,7 @@ def export_for_device(out: str | Path, space: SearchSpace | None = None, specs: 
     specs = list(specs)
     if space is None and not specs:
         raise NasError("nothing to export: give a space and/or specs")
-    keys = space_unit_keys(space) if space is not None else []
-    for spec in specs:
-        keys += unit_keys(spec)
-        if narrower:
-            for other in narrower_specs(spec):
-                keys += unit_keys(other)
-    calib = calibration_specs(space) if space is not None else specs
-    for spec in calib:
-        keys += unit_keys(spec)
+    keys, calib = requested_units(space, specs, narrower)
     from nas.latency.kernels import export_kernels  # torch: only here, not for `nas lut import`
 
     networks = {f"net:calib{i}": spec for i, spec in enumerate(calib)}

@@ -19,7 +19,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import pandas as pd
 import torch
 
 from nas.errors import NasError
+from nas.io import write_text_atomic
 from nas.netadapt.inherit import shrink_model
 from nas.netadapt.proposals import Predictor, Proposal, all_candidates, make_proposals, smallest_reachable
 from nas.spec.arch import ArchSpec
@@ -174,19 +174,6 @@ class TableLatency:
 
 # --- small helpers ---------------------------------------------------------------------------------
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _copy_atomic(src: Path, dst: Path) -> None:
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.copyfile(src, tmp)
@@ -230,7 +217,7 @@ class NetAdaptRun:
         return {"start_hash": self.spec.hash, "config": dataclasses.asdict(self.config)}
 
     def _save_state(self) -> None:
-        _write_atomic(self.state_path, json.dumps(self.state, indent=1) + "\n")
+        write_text_atomic(self.state_path, json.dumps(self.state, indent=1) + "\n")
         self.history().to_csv(self.out / "history.csv", index=False)
 
     def _load_or_start(self) -> None:
@@ -391,8 +378,8 @@ class NetAdaptRun:
                    "netadapt": {"start_hash": self.spec.hash, "iterations": self.state["iteration"],
                                 "target_ms": self.state["target_ms"], "train_steps": self.state["train_steps"]}}
         save_checkpoint(self.out / "checkpoint.pt", spec, model, metrics)
-        _write_atomic(self.out / "spec.json", spec.to_json() + "\n")
-        _write_atomic(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(self.out / "spec.json", spec.to_json() + "\n")
+        write_text_atomic(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         self.state["final"] = final
         self._save_state()
 
@@ -432,7 +419,8 @@ def netadapt(spec: ArchSpec, model: torch.nn.Module, splits: Any, predictor: Pre
 def netadapt_checkpoint(checkpoint: str | Path, table: str | Path, config: NetAdaptConfig, out: str | Path,
                         data: str | None = None, data_dir: str | Path | None = None, subset: int | None = None,
                         allow_foreign: bool = False, measure: bool = True, progress: bool = True,
-                        threads: int | None = None) -> NetAdaptResult:
+                        threads: int | None = None, val_fraction: float = 0.1,
+                        data_seed: int = 0) -> NetAdaptResult:
     """The ``nas netadapt`` command as a function: checkpoint + latency table -> shrunk network."""
     from nas.data import load_data
     from nas.latency import MissingEntryError
@@ -450,7 +438,7 @@ def netadapt_checkpoint(checkpoint: str | Path, table: str | Path, config: NetAd
     smallest = smallest_reachable(spec)
     check_target(target.ms(start_ms), start_ms, latency.predict(smallest))
     name = data or metrics.get("data") or "fashion-mnist"
-    splits = load_data(name, data_dir, 0.1, 0, subset)
+    splits = load_data(name, data_dir, val_fraction, data_seed, subset)
     check_spec_matches(spec, splits.train, name)
     return netadapt(spec, model, splits, latency, config, out, latency.measure if measure else None,
                     progress, threads)

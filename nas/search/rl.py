@@ -10,6 +10,16 @@ State saved with the study: after every trial the policy, Adam's moments, the ba
 unused rewards are stored as JSON (float32 arrays in base64; no pickle) in the study's user
 attribute ``rl_state``, so a resumed search, or a worker joining the study, continues the same
 policy. Sampling draws from a generator seeded by (seed, trial number).
+
+Several workers (one study, many processes): the study's ``rl_state`` is the one shared policy.
+Before sampling, and again on tell, a worker re-loads the latest state and observes every finished
+trial not yet in its ``seen`` set (its own and the other workers'), in trial-number order, taking
+a PPO step whenever ``batch`` rewards are buffered, then writes the state back. The update is
+milliseconds long, so two workers rarely overlap; when they do, the last write wins and the
+trials only the losing write had observed are not in the winner's ``seen`` set, so the next sync
+observes them again: every reward reaches the policy, at worst one PPO step is recomputed. Each
+worker samples from the latest policy, with its own trial number's seed (so workers do not draw
+the same network).
 """
 
 from __future__ import annotations
@@ -136,14 +146,25 @@ class RLStrategy(Strategy):
 
     # -- the port --
     def propose(self, number: int) -> dict[str, Any]:
+        self._sync()
         generator = torch.Generator().manual_seed(trial_rng(self.seed, number, "rl").getrandbits(62))
         with _OneThread():
             tokens = self.policy.sample(generator)
         return {d.name: d.choices[t] for d, t in zip(self.decisions, tokens)}
 
     def tell(self, proposal: Proposal, record: TrialRecord) -> None:
-        self._observe(record)
+        self._sync()
+        if record.number not in self.seen:
+            self._observe(record)
         self._save()
+
+    def _sync(self) -> None:
+        """Take the latest policy from the study and learn from the finished trials it has not seen
+        (other workers' trials; nothing new with one process)."""
+        self._load()
+        new = [r for r in finished_records(self.study) if r.number not in self.seen]
+        for record in sorted(new, key=lambda r: r.number):
+            self._observe(record)
 
     # -- learning --
     def _tokens(self, assignment: dict[str, Any]) -> list[int]:

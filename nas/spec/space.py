@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from nas.errors import NasError
+from nas.io import read_yaml
 from nas.spec.arch import (ACTIVATIONS, KERNELS, STRIDES, ArchSpec, BlockSpec, HeadSpec, LastStageSpec, SpecError,
                            StemSpec, make_divisible)
 
@@ -350,12 +349,7 @@ def space_from_dict(data: Any, source: str = "<memory>") -> SearchSpace:
 
 def load_space(path: str | Path) -> SearchSpace:
     path = Path(path)
-    if not path.is_file():
-        raise SpaceError(f"space file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpaceError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, SpaceError, "space file")
     return space_from_dict(data, source=str(path))
 
 

@@ -7,10 +7,8 @@ with full unpickling.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from nas.errors import NasError
+from nas.io import write_atomic
 
 FORMAT = "nas-checkpoint/1"
 
@@ -43,17 +42,7 @@ def save_checkpoint(path: str | Path, spec: Any, model: nn.Module, metrics: dict
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "spec_json": spec.to_json(), "state_dict": state, "metrics": _plain(metrics)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda handle: torch.save(payload, handle), binary=True)
 
 
 def _reason(exc: BaseException) -> str:
