@@ -39,7 +39,7 @@ def write(tmp_path: Path, **changes) -> Path:
 
 def test_sections_and_resolution(tmp_path):
     exp = load_experiment(write(tmp_path, out="results", reward={"target_ms": 0.5, "preset": "hard"}))
-    assert set(SECTIONS) == {"data", "proxy", "latency", "reward", "search"}
+    assert set(SECTIONS) == {"data", "proxy", "latency", "reward", "search", "train", "netadapt", "export", "report"}
     assert exp.out == tmp_path / "results"  # relative paths are relative to the experiment file
     reward = exp.reward_fn()
     assert (reward.target_ms, reward.alpha, reward.beta) == (0.5, 0.0, -1.0)

@@ -72,29 +72,33 @@ def test_rerun_skips_finished_stages(finished_run, monkeypatch):
     assert again.rows == first.rows
 
 
-def test_failure_in_a_stage_resumes_without_redoing_earlier_ones(tmp_path, monkeypatch):
-    data = tiny_experiment(tmp_path)
-    data["search"]["n_trials"] = 1
-    data["report"]["width_mults"] = []
-    exp = experiment_from_dict(data, "tiny_run.yaml", tmp_path)
+def test_failure_in_a_stage_resumes_without_redoing_earlier_ones(finished_run, tmp_path, monkeypatch):
+    exp, first, _, _, _ = finished_run
+    import dataclasses
+
     import nas.run
 
-    def broken(*args, **kwargs):
-        raise KeyboardInterrupt  # as if Ctrl-C landed in the export stage
+    out = tmp_path / "out"
+    shutil.copytree(exp.out, out)  # a run that was interrupted in the export stage:
+    for stage in ("export", "reference", "report"):
+        (out / stage / "done.json").unlink()
+    exp = dataclasses.replace(exp, out=out)
 
-    monkeypatch.setattr(nas.run, "stage_export", broken)
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C lands in the export stage again
+
+    monkeypatch.setattr(nas.run, "stage_export", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(exp, progress=False, log=lambda m: None)
-    out = Path(exp.out)
-    assert (out / "netadapt" / "done.json").is_file() and not (out / "export" / "done.json").exists()
+    assert not (out / "export" / "done.json").exists()
     monkeypatch.undo()
     trained = (out / "train" / "checkpoint.pt").stat().st_mtime_ns
     logs: list[str] = []
-    run_experiment(exp, progress=False, log=logs.append)
-    assert logs[:3] == ["[search] done before, skipped", "[train] done before, skipped",
-                        "[netadapt] done before, skipped"]
+    again = run_experiment(exp, progress=False, log=logs.append)
+    assert logs == ["[search] done before, skipped", "[train] done before, skipped",
+                    "[netadapt] done before, skipped", "[export] running", "[reference] running", "[report] running"]
     assert (out / "train" / "checkpoint.pt").stat().st_mtime_ns == trained
-    assert (out / "report.md").is_file()
+    assert (out / "report.md").is_file() and [r["network"] for r in again.rows] == [r["network"] for r in first.rows]
 
 
 def test_bad_experiment_sections(tmp_path):
