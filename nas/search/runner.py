@@ -36,7 +36,7 @@ from nas.errors import NasError
 from nas.experiment import Experiment
 from nas.search import STRATEGIES
 from nas.search.base import Proposal, Strategy, TrialRecord, finished_records
-from nas.search.evaluate import Evaluation, ProxyEvaluator
+from nas.search.evaluate import Evaluation
 from nas.search.results import best_record, hypervolume, pareto_front, plot_pareto, trials_frame
 from nas.search.storage import (Heartbeat, fail_stale_trials, heartbeat_thread, heartbeats_on, kind, make_storage,
                                 redact, retried_from, without_heartbeat)
@@ -143,13 +143,6 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     return numbers
 
 
-def cached_result(study: optuna.Study, spec_hash: str) -> TrialRecord | None:
-    """A finished trial of the study with this spec hash (complete first, else pruned)."""
-    found = [r for r in finished_records(study, states=FINISHED) if r.hash == spec_hash]
-    found.sort(key=lambda r: (r.state != "COMPLETE", r.number))
-    return found[0] if found else None
-
-
 def spec_attrs(spec: ArchSpec) -> dict[str, Any]:
     return {"spec": spec.to_string(), "hash": spec.hash, "params": count_params(spec), "madds": count_madds(spec)}
 
@@ -237,9 +230,9 @@ class SearchLoop:
                     return None
                 cached = self._claim(spec.hash, trial.number)
                 if cached is not None:
-                    state = self._tell_cached(proposal, cached)
+                    self._tell_cached(proposal, cached)
                 else:
-                    state = self._evaluate(proposal)
+                    self._evaluate(proposal)
             except BaseException:
                 # Ctrl-C or a bug: the trial is failed and re-queued, the study stays consistent.
                 self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
