@@ -29,3 +29,14 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 @pytest.fixture(params=SPACE_FILES, ids=[p.stem for p in SPACE_FILES])
 def space_file(request) -> Path:
     return request.param
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (the suite shares 2 cores); restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

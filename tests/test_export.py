@@ -24,12 +24,7 @@ from tests.test_export_acceptance import unit_scale_logits
 FASHION = ROOT / "search_spaces" / "fashion_mnist.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

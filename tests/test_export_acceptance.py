@@ -19,12 +19,7 @@ SAMPLES = 20
 BATCH = 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def unit_scale_logits(model, spec, seed: int = 0):
