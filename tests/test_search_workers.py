@@ -62,7 +62,7 @@ def kill_one_worker_mid_search(storage_url, tmp_path, strategy="random"):
     data = experiment_dict(strategy=strategy)
     data["out"] = str(tmp_path / "out")
     config = {"experiment": data, "strategy": strategy, "n_trials": 20, "timeout_min": None, "storage": storage_url,
-              "study": study_name, "evaluator": "synthetic:0.6",
+              "study": study_name, "evaluator": "synthetic:1.5",
               "heartbeat": {"interval": 1, "grace": 3, "max_retry": 3}}
     path = tmp_path / "worker.json"
     path.write_text(json.dumps(config))
@@ -81,7 +81,7 @@ def kill_one_worker_mid_search(storage_url, tmp_path, strategy="random"):
                 continue
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
             running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
-            fresh = [t for t in running if t.number not in seen_running]  # started < 0.2 s ago: 0.4 s to go
+            fresh = [t for t in running if t.number not in seen_running]  # started < 0.2 s ago: >= 1.3 s to go
             seen_running |= {t.number for t in running}
             running = fresh
             if len(complete) >= 3 and running:
