@@ -103,6 +103,34 @@ def test_ensure_entries_adds_only_what_is_missing(tiny, tmp_path):
     load_predictor(path).predict(narrow)
 
 
+def test_entries_added_later_are_scaled_by_retimed_anchors(tiny, tmp_path, monkeypatch):
+    """The table was measured while the machine ran 2x slower than now (every entry doubled): the
+    anchors re-timed beside the new unit show it, and the new entry is put on the table's scale."""
+    from nas.latency import measure
+    from nas.latency.standalone_measure import Measurement
+
+    _, path = tiny
+    path = copy_table(path, tmp_path)
+    entries = pd.read_csv(path / ENTRIES, keep_default_na=False)
+    entries["median_ms"] = 2.0
+    entries.to_csv(path / ENTRIES, index=False)
+    timed = []
+
+    def fake_timing(runners, protocol):
+        timed.append(sorted(runners))
+        return {name: Measurement(median_ms=1.0, iqr_ms=0.01, runs=100) for name in runners}
+
+    monkeypatch.setattr(measure, "time_interleaved", fake_timing)
+    narrow = ArchSpec.from_string("in8x1 stem_c8_k3_s1_re ir_k3_e16_c8_s2_re last_c16_re head_c0_re_d0 cls3")
+    assert ensure_entries(path, [narrow], progress=False) == 1
+    anchors = [n for n in timed[0] if n.startswith("anchor:")]
+    assert len(anchors) == 8 and "anchor:stem:r8_i1_o8_k3_s1_relu" in anchors  # the spec's own units first
+    table = load_table(path)
+    new_id = next(k.id for k in unit_keys(narrow) if "_e16_" in k.id)
+    assert table.median_ms(new_id) == pytest.approx(2.0)
+    assert table.meta["additions"][-1]["drift_scales"] == [2.0] and table.meta["additions"][-1]["units"] == 1
+
+
 def test_foreign_table_refused_then_allowed_with_warning(tiny, tmp_path):
     _, path = tiny
     path = copy_table(path, tmp_path)

@@ -12,7 +12,9 @@ def _measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group", type=int, default=16,
                    help="units timed interleaved together and written together (default 16)")
     p.add_argument("--statistic", default="median",
-                   help="per-pass statistic: median (default) or p10 (robust on a machine shared with other jobs)")
+                   help="per-pass statistic: median (default), p10 or min (robust on a machine shared with other jobs)")
+    p.add_argument("--passes", type=int, default=4, help="interleaved passes over each group (default 4)")
+    p.add_argument("--runs", type=int, default=50, help="timed calls per graph and pass (default 50)")
 
 
 def _what_options(p: argparse.ArgumentParser) -> None:
@@ -73,7 +75,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from nas.latency import MeasureConfig, build_table, load_table
 
     config = MeasureConfig(runtime=args.runtime, threads=args.threads, group=args.group,
-                           statistic=args.statistic)
+                           statistic=args.statistic, passes=args.passes, runs=args.runs)
     space, specs = _inputs(args)
     if space is None and not specs:
         raise NasError("give --space SPACE.yaml and/or --spec SPEC")

@@ -113,7 +113,7 @@ def export(source: str | Path, out: str | Path, formats: tuple[str, ...] | list[
             bar.set_description("measure latency")
             job.ensure_fp32()
             timed = {"fp32": job.fp32} | ({"int8": job.files["onnx-int8"]} if "onnx-int8" in job.files else {})
-            measured = measure_onnx_files(timed, config.threads)
+            measured = measure_onnx_files(timed, config.threads, config.table)
             bar.update()
     if job.int8 is not None:
         job.int8 |= _int8_latency(measured)
@@ -286,14 +286,16 @@ def _int8_note(int8: dict, machine: dict, trained: bool) -> str:
 
 # --- 4. latency ----------------------------------------------------------------------------------
 
-def measure_onnx_files(paths: dict[str, Path], threads: int = 1) -> dict:
+def measure_onnx_files(paths: dict[str, Path], threads: int = 1, table: str | None = None) -> dict:
     """Time ONNX files interleaved with each other (fairer than one after the other on a busy
-    machine), with the project's protocol (:mod:`nas.latency`): batch 1, onnxruntime, ``threads``."""
+    machine), with the project's protocol (:mod:`nas.latency`): batch 1, onnxruntime, ``threads``
+    (with a ``table``: its threads and protocol, so that the figure sits beside its prediction)."""
     from nas.latency import MeasureConfig
     from nas.latency.runtimes import onnx_runner
     from nas.latency.standalone_measure import PROTOCOL_VERSION, time_interleaved
 
-    config = MeasureConfig(threads=threads)
+    config = MeasureConfig.comparable_with(table, threads)
+    threads = config.threads
     results = time_interleaved({name: onnx_runner(p, threads, config.seed) for name, p in paths.items()},
                                config.protocol)
     return {"runtime": config.runtime, "threads": threads, "batch": 1, "protocol": PROTOCOL_VERSION,

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from nas.errors import NasError
 from nas.latency.calibration import CALIBRATION_NETWORKS, fit_calibration
 from nas.latency.device import check_device, this_device
-from nas.latency.keys import UnitKey, narrower_specs, space_unit_keys, unique_keys, unit_keys
+from nas.latency.keys import UnitKey, key_from_row, narrower_specs, space_unit_keys, unique_keys, unit_keys
 from nas.latency.measure import MeasureConfig, measure_specs, measure_units
 from nas.latency.table import TableError, TableWriter, load_table, read_meta, table_dir, update_meta
 from nas.spec.arch import ArchSpec
@@ -96,19 +96,49 @@ def _check_same_table(directory: Path, space: SearchSpace | None, config: Measur
     check_device(device, str(directory), allow_foreign=False, threads=config.threads)
 
 
+ANCHORS = 8  # existing entries re-timed beside units added to a finished table
+
+
+def pick_anchors(directory: Path, keys: list[UnitKey], count: int = ANCHORS) -> dict[UnitKey, float]:
+    """Entries of a finished (calibrated) table to re-time beside new units: those of ``keys`` the
+    table has (the same networks' other units), topped up with seeded random entries. Empty while
+    the table is still being built: one build is one measuring campaign."""
+    if not (directory / "meta.json").exists():
+        return {}
+    table = load_table(directory)
+    if table.calibration is None or len(table) == 0:
+        return {}
+    present = [k for k in unique_keys(keys) if k.id in table]
+    chosen = present[:: max(1, len(present) // count)][:count]
+    if len(chosen) < count:
+        ids = sorted(set(table.entries.index) - {k.id for k in chosen})
+        extra = random.Random(CALIBRATION_SEED).sample(ids, min(count - len(chosen), len(ids)))
+        chosen += [key_from_row(table.entries.loc[i].to_dict() | {"id": i}) for i in extra]
+    return {k: table.median_ms(k.id) for k in chosen}
+
+
 def measure_missing(directory: Path, keys: Iterable[UnitKey], config: MeasureConfig, meta: dict,
                     progress: bool = True) -> int:
-    """Measure and append the keys the table lacks; returns how many were added."""
+    """Measure and append the keys the table lacks; returns how many were added. Units added to a
+    finished table are scaled to its campaign by re-timed anchors (:func:`pick_anchors`)."""
     start = time.perf_counter()
+    keys = list(keys)
+    anchors = pick_anchors(directory, keys)
     with TableWriter(directory, meta) as writer:
         pending = [k for k in unique_keys(keys) if k.id not in writer.ids]
+        scales = []
         if pending:
             bar = tqdm(total=len(pending), desc="measure units", unit="unit", disable=not progress)
-            measure_units(pending, config, on_measured=writer.append, on_group=bar.update)
+            scales = measure_units(pending, config, on_measured=writer.append, on_group=bar.update, anchors=anchors)
             bar.close()
     seconds = time.perf_counter() - start
-    previous = read_meta(directory).get("build_seconds") or 0.0
-    update_meta(directory, build_seconds=round(previous + seconds, 1))
+    meta_now = read_meta(directory)
+    updates = {"build_seconds": round((meta_now.get("build_seconds") or 0.0) + seconds, 1)}
+    if anchors and scales:
+        added = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "units": len(pending), "anchors": len(anchors), "drift_scales": [round(s, 4) for s in scales]}
+        updates["additions"] = (meta_now.get("additions") or []) + [added]
+    update_meta(directory, **updates)
     return len(pending)
 
 

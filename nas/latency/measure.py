@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
+
 from nas.errors import NasError
 from nas.latency.calibration import overhead_onnx
 from nas.latency.keys import UnitKey
@@ -53,6 +55,16 @@ class MeasureConfig:
         names = ("warmup", "runs", "passes", "max_iqr", "remeasure", "seed", "group", "statistic")
         return cls(runtime=table.runtime, threads=table.threads, **{k: protocol[k] for k in names if k in protocol})
 
+    @classmethod
+    def comparable_with(cls, table: str | Path | None, threads: int = 1) -> "MeasureConfig":
+        """The settings for measuring networks whose latency is set beside ``table``'s predictions:
+        the table's own (:meth:`for_table`), or the default protocol at ``threads`` without a table."""
+        if table is None:
+            return cls(threads=threads)
+        from nas.latency.table import load_table
+
+        return cls.for_table(load_table(table))
+
     @property
     def protocol(self) -> Protocol:
         return Protocol(threads=self.threads, warmup=self.warmup, runs=self.runs, passes=self.passes,
@@ -77,20 +89,40 @@ def spec_runner(spec: ArchSpec, config: MeasureConfig) -> Runner:
     return onnx_runner(kernels.export_spec(spec), config.threads, config.seed)
 
 
+def drift_scale(anchors: dict[UnitKey, float], measured: dict[str, Measurement]) -> float:
+    """How much faster the machine runs now than when the table was measured: the median over the
+    anchor units of (table latency / latency measured now)."""
+    ratios = [ms / measured[ANCHOR + k.id].median_ms for k, ms in anchors.items()
+              if measured[ANCHOR + k.id].median_ms > 0]
+    return float(np.median(ratios)) if ratios else 1.0
+
+
+ANCHOR = "anchor:"
+
+
 def measure_units(keys: Iterable[UnitKey], config: MeasureConfig,
                   on_measured: Callable[[UnitKey, Measurement], None],
-                  on_group: Callable[[int], None] | None = None) -> None:
+                  on_group: Callable[[int], None] | None = None,
+                  anchors: dict[UnitKey, float] | None = None) -> list[float]:
     """Measure units in interleaved groups of ``config.group``; ``on_measured`` gets each result as
-    soon as its group is done (so a caller can write it to disk), ``on_group`` the group's size."""
-    keys = list(keys)
+    soon as its group is done (so a caller can write it to disk), ``on_group`` the group's size.
+
+    ``anchors`` (units already in a table -> their table latency) are timed in every group too, and
+    the group's results are scaled by :func:`drift_scale`, so that entries added to a table later,
+    while the machine runs faster or slower, stay comparable with the old ones. Returns the scales."""
+    keys, anchors, scales = list(keys), anchors or {}, []
     for first in range(0, len(keys), config.group):
         chunk = keys[first:first + config.group]
         runners = {k.id: unit_runner(k, config) for k in chunk}
+        runners |= {ANCHOR + k.id: unit_runner(k, config) for k in anchors}
         results = time_interleaved(runners, config.protocol)
+        scale = drift_scale(anchors, results) if anchors else 1.0
+        scales.append(scale)
         for key in chunk:
-            on_measured(key, results[key.id])
+            on_measured(key, results[key.id].scaled(scale))
         if on_group is not None:
             on_group(len(chunk))
+    return scales
 
 
 def overhead_runner(config: MeasureConfig) -> Runner:

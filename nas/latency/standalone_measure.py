@@ -46,7 +46,7 @@ MANIFEST_FORMAT = "nas-kernels/1"
 RESULT_FIELDS = ("id", "median_ms", "iqr_ms", "runs")
 # Per-pass statistic -> percentile. "p10" resists a machine shared with other jobs: a preempted call
 # is slow, and on a busy machine more than half of the calls of a long graph can be preempted.
-STATISTICS = {"median": 50, "p10": 10}
+STATISTICS = {"median": 50, "p10": 10, "min": 0}
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,9 @@ class Measurement:
     def spread(self) -> float:
         """IQR / median."""
         return self.iqr_ms / self.median_ms if self.median_ms > 0 else float("inf")
+
+    def scaled(self, factor: float) -> "Measurement":
+        return Measurement(median_ms=self.median_ms * factor, iqr_ms=self.iqr_ms * factor, runs=self.runs)
 
 
 # --- onnxruntime ------------------------------------------------------------------------------------

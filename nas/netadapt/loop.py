@@ -138,11 +138,7 @@ class TableLatency:
 
         self.table, self.allow_foreign, self.progress = Path(table), allow_foreign, progress
         self._predictor = load_predictor(self.table, allow_foreign=allow_foreign)
-        table = load_table(self.table)
-        protocol = table.meta.get("protocol", {})
-        self.measure_config = MeasureConfig(  # the table's own runtime, threads and timing protocol
-            runtime=table.runtime, threads=table.threads,
-            **{k: protocol[k] for k in ("warmup", "runs", "passes", "max_iqr", "remeasure", "seed") if k in protocol})
+        self.measure_config = MeasureConfig.for_table(load_table(self.table))  # the table's own protocol
 
     def predict_known(self, spec: ArchSpec) -> float:
         """Prediction from the table as it is (MissingEntryError when a unit is missing)."""

@@ -68,7 +68,8 @@ class ProxyEvaluator:
         if self.experiment.latency.source == "measure":
             from nas.latency import MeasureConfig, measure_spec
 
-            measured = measure_spec(spec, MeasureConfig(threads=self.experiment.latency.threads)).median_ms
+            lat = self.experiment.latency
+            measured = measure_spec(spec, MeasureConfig.comparable_with(lat.table, lat.threads)).median_ms
         return (measured if measured is not None else predicted), predicted, measured
 
     def evaluate(self, spec: ArchSpec, report: ReportFn | None = None) -> Evaluation:

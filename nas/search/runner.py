@@ -464,12 +464,12 @@ def run_search(
                   experiment.latency.measure_best if measure_best is None else measure_best, redact(session.storage))
 
 
-def remeasure(specs: dict[str, ArchSpec], threads: int) -> dict[str, float]:
-    """End-to-end latency (onnxruntime, interleaved) of a few networks."""
+def remeasure(specs: dict[str, ArchSpec], table: str | None, threads: int) -> dict[str, float]:
+    """End-to-end latency (interleaved; the table's protocol when there is one) of a few networks."""
     from nas.latency import MeasureConfig, measure_specs
 
     names = list(specs)
-    measured = measure_specs([specs[n] for n in names], MeasureConfig(threads=threads))
+    measured = measure_specs([specs[n] for n in names], MeasureConfig.comparable_with(table, threads))
     return {n: m.median_ms for n, m in zip(names, measured)}
 
 
@@ -485,7 +485,7 @@ def finish(experiment: Experiment, study: optuna.Study, out: Path, baseline: dic
         specs = {"best": ArchSpec.from_string(best.spec)}
         if baseline is not None:
             specs["baseline"] = ArchSpec.from_string(baseline["spec"])
-        measured = remeasure(specs, experiment.latency.threads)
+        measured = remeasure(specs, experiment.latency.table, experiment.latency.threads)
     files = {"trials": str(out / "trials.csv"), "pareto_plot": str(out / "pareto.png"), "summary": str(out / "search.json")}
     trials_frame(records).to_csv(files["trials"], index=False)
     if best is not None:
