@@ -1,18 +1,27 @@
 """Search strategies against `random` at the same trial budget, over several seeds.
 
     python benchmarks/search_strategies.py                     # fast: synthetic accuracy, table latency
-    python benchmarks/search_strategies.py --evaluator proxy --trials 40 --seeds 0 1 2   # real proxy (hours)
+    python benchmarks/search_strategies.py --evaluator proxy --trials 30 --strategies random tpe rl \
+        --cache runs/bench_strategies_cache [--proxy-threads 1]          # real proxy training (long)
 
 Prints, per strategy, the mean (and std) over seeds of the best reward found and of the
 hypervolume of the (accuracy, latency) front (reference point: accuracy 0, latency 2T), and the
 search seconds. The fast evaluator scores accuracy with a saturating function of MAdds (see
 ``nas.search.evaluate.SyntheticEvaluator``) and latency with the experiment's table, so it
 measures how well each strategy trades the two under the reward, not real accuracy.
+
+With ``--evaluator proxy`` every candidate is trained by the experiment's proxy (no pruner, one
+evaluation at the end). ``--cache DIR`` keeps each evaluation as ``DIR/<spec hash>.json``: a network
+that two strategies or seeds both sample is trained once (Optuna's TPE starts with the same random
+trials as ``random`` under the same seed), a rerun after a crash resumes, and two processes started
+with different ``--seeds`` on one cache share their work.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -22,10 +31,27 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from nas.experiment import load_experiment
-from nas.search import STRATEGIES
-from nas.search.evaluate import ProxyEvaluator, SyntheticEvaluator
-from nas.search.runner import run_search
+from nas.experiment import load_experiment  # noqa: E402
+from nas.io import write_text_atomic  # noqa: E402
+from nas.search import STRATEGIES  # noqa: E402
+from nas.search.evaluate import Evaluation, ProxyEvaluator, SyntheticEvaluator  # noqa: E402
+from nas.search.runner import run_search  # noqa: E402
+
+
+class CachedEvaluator:
+    """Wraps an evaluator: one JSON file per spec hash in ``directory`` (JSON, never pickle)."""
+
+    def __init__(self, inner, directory: Path) -> None:
+        self.inner, self.directory = inner, directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def evaluate(self, spec, report=None) -> Evaluation:
+        path = self.directory / f"{spec.hash}.json"
+        if path.is_file():
+            return Evaluation(**json.loads(path.read_text()))
+        result = self.inner.evaluate(spec, report)
+        write_text_atomic(path, json.dumps(dataclasses.asdict(result)) + "\n")
+        return result
 
 
 def main() -> None:
@@ -35,9 +61,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--strategies", nargs="+", default=sorted(STRATEGIES))
+    parser.add_argument("--cache", type=Path, help="keep proxy evaluations here (shared, resumable)")
+    parser.add_argument("--proxy-threads", type=int, help="torch threads of the proxy training")
     args = parser.parse_args()
 
-    exp = load_experiment(args.experiment).replace(proxy={"pruner": "none"})
+    proxy = {"pruner": "none", "eval_every": None}
+    if args.proxy_threads:
+        proxy["threads"] = args.proxy_threads
+    exp = load_experiment(args.experiment).replace(proxy=proxy)
     if args.evaluator == "fast":
         from nas.latency import load_predictor
 
@@ -46,6 +77,8 @@ def main() -> None:
         storage = ":memory:"
     else:
         evaluator = ProxyEvaluator(exp)
+        if args.cache:
+            evaluator = CachedEvaluator(evaluator, args.cache)
         storage = None  # SQLite in a temporary folder per run (resumable only within it)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
