@@ -2,9 +2,13 @@
 
     python benchmarks/netadapt_vs_width.py --table latency_tables/fashion_mnist_onnxruntime_t1 \\
         [--base-epochs 10] [--target 0.8] [--short-steps 200] [--long-epochs 2] [--out experiments/bench_netadapt]
+    python benchmarks/netadapt_vs_width.py --from-run runs/fashion_mnist --val-fraction 0.05 --optimizer adamw \\
+        --out runs/fashion_mnist_vs_width
 
 1. Train the Fashion-MNIST space's baseline (``--base-epochs``), or take ``--checkpoint``.
 2. NetAdapt it to ``--target`` of its predicted latency (resumable: rerun the same command).
+   ``--from-run runs/fashion_mnist`` takes both from a finished ``nas run`` instead (its ``train``
+   and ``netadapt`` stages, its data split), so only the uniform network is trained here.
 3. Scale the baseline's stem and block widths uniformly (``make_divisible(c * m, 8)``; the last
    stage and head stay, as NetAdapt leaves them too), pick the multiplier whose *measured* latency is
    closest to the NetAdapt network's, and train it from scratch for as many optimizer steps as the
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +45,27 @@ def baseline_network(args, splits) -> tuple[ArchSpec, Path, dict]:
     if not (out / "checkpoint.pt").is_file():
         spec = load_space(ROOT / "search_spaces" / "fashion_mnist.yaml").baseline
         config = TrainConfig(epochs=args.base_epochs, batch_size=args.batch_size, seed=args.seed,
-                             threads=args.threads)
+                             threads=args.threads, optimizer=args.optimizer)
         train_network(spec, splits, config=config, out=out, data_name="fashion-mnist")
     ckpt = load_checkpoint(out / "checkpoint.pt")
     return ckpt.spec, out / "checkpoint.pt", ckpt.metrics
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """What the comparison needs of a NetAdapt result."""
+
+    spec: ArchSpec
+    test_acc: float
+    train_steps: int
+    iterations: int
+
+
+def finished_netadapt(folder: Path) -> Adapted:
+    """The result a finished NetAdapt run left in ``folder`` (spec.json + metrics.json)."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return Adapted(ArchSpec.from_json((folder / "spec.json").read_text()), metrics["test_acc"],
+                   int(metrics["netadapt"]["train_steps"]), int(metrics["netadapt"]["iterations"]))
 
 
 def match_uniform(spec: ArchSpec, latency: TableLatency, measured_target: float) -> tuple[float, ArchSpec, float]:
@@ -64,34 +86,45 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--table", default=str(ROOT / "latency_tables" / "fashion_mnist_onnxruntime_t1"))
     p.add_argument("--checkpoint", help="start from this trained network instead of training the baseline")
+    p.add_argument("--from-run", type=Path, metavar="RUN_DIR",
+                   help="a finished `nas run` output folder: its trained network and NetAdapt result")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="validation share of the training split")
     p.add_argument("--base-epochs", type=float, default=10)
     p.add_argument("--target", default="0.8")
     p.add_argument("--short-steps", type=int, default=200)
     p.add_argument("--long-epochs", type=float, default=2)
     p.add_argument("--delta", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--optimizer", default="sgd", help="sgd or adamw (a `nas run` of experiments/fashion_mnist.yaml: adamw)")
     p.add_argument("--subset", type=int, help="train on this many images only (quick checks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
     p.add_argument("--out", type=Path, default=ROOT / "experiments" / "bench_netadapt")
     args = p.parse_args()
 
-    splits = load_data("fashion-mnist", subset=args.subset)
+    if args.from_run:
+        args.checkpoint = str(args.from_run / "train" / "checkpoint.pt")
+    splits = load_data("fashion-mnist", subset=args.subset, val_fraction=args.val_fraction)
     spec, ckpt, base_metrics = baseline_network(args, splits)
     latency = TableLatency(args.table)
-    config = NetAdaptConfig(target=args.target, short_steps=args.short_steps, long_epochs=args.long_epochs,
-                            delta_fraction=args.delta, batch_size=args.batch_size, seed=args.seed)
-    _, model = load_model(ckpt)
-    result = netadapt(spec, model, splits, latency, config, args.out / "netadapt", measure=latency.measure,
-                      threads=args.threads)
+    if args.from_run:
+        adapted = finished_netadapt(args.from_run / "netadapt")
+    else:
+        config = NetAdaptConfig(target=args.target, short_steps=args.short_steps, long_epochs=args.long_epochs,
+                                delta_fraction=args.delta, batch_size=args.batch_size, seed=args.seed)
+        _, model = load_model(ckpt)
+        result = netadapt(spec, model, splits, latency, config, args.out / "netadapt", measure=latency.measure,
+                          threads=args.threads)
+        adapted = Adapted(result.spec, result.final_test_acc, result.train_steps, result.iterations)
 
     base_steps = int(base_metrics.get("steps") or 0)
-    total_steps = base_steps + result.train_steps
-    mult, uniform, _ = match_uniform(spec, latency, result.final_measured_ms)
+    total_steps = base_steps + adapted.train_steps
+    mult, uniform, _ = match_uniform(spec, latency, latency.measure(adapted.spec))
     uniform_out = args.out / f"uniform_x{mult:g}"
     if not (uniform_out / "metrics.json").is_file():
         train_network(uniform, splits, config=TrainConfig(steps=total_steps, batch_size=args.batch_size,
-                                                          seed=args.seed, threads=args.threads),
+                                                          seed=args.seed, threads=args.threads,
+                                                          optimizer=args.optimizer),
                       out=uniform_out, data_name="fashion-mnist")
     uniform_metrics = json.loads((uniform_out / "metrics.json").read_text())
 
@@ -103,7 +136,7 @@ def main() -> None:
         base_test = evaluate(base_model, splits.test)
     rows = [
         ("baseline", spec, base_test, base_steps),
-        (f"NetAdapt {args.target}", result.spec, result.final_test_acc, total_steps),
+        (f"NetAdapt {args.target}", adapted.spec, adapted.test_acc, total_steps),
         (f"uniform x{mult:g}", uniform, uniform_metrics["test_acc"], total_steps),
     ]
     measured = {name: latency.measure(s) for name, s, _, _ in rows}  # measured together, same conditions
@@ -114,7 +147,7 @@ def main() -> None:
     table.to_csv(args.out / "netadapt_vs_width.csv", index=False)
     with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
         print(table.to_string(index=False))
-    print(f"NetAdapt: {result.iterations} iterations; spec {result.spec.to_string()}")
+    print(f"NetAdapt: {adapted.iterations} iterations; spec {adapted.spec.to_string()}")
     print(f"uniform:  {uniform.to_string()}")
 
 

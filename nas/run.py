@@ -16,6 +16,7 @@ themselves (search, NetAdapt) continue where they stopped:
 from __future__ import annotations
 
 import json
+import time
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,11 +57,26 @@ def run_stage(out: Path, stage: str, work: Callable[[Path], dict], log: Callable
     log(f"[{stage}] running")
     folder = out / stage
     folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     result = work(folder)
+    record_stage_seconds(out, stage, time.perf_counter() - start)
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
     tmp.replace(done)
     return result
+
+
+STAGE_SECONDS = "stage_seconds.json"
+
+
+def record_stage_seconds(out: Path, stage: str, seconds: float) -> None:
+    """Wall time of each stage's last (finishing) run, for the report."""
+    from nas.io import write_text_atomic
+
+    path = out / STAGE_SECONDS
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    times[stage] = round(seconds, 1)
+    write_text_atomic(path, json.dumps(times, indent=2) + "\n")
 
 
 # --- the stages ------------------------------------------------------------------------------------
@@ -215,6 +231,17 @@ def _copy_figure(src: Path, out: Path, name: str) -> str | None:
     return name
 
 
+def target_ms(exp: Experiment, search: dict) -> float:
+    """The latency target T the search used (``baseline``: the baseline's predicted latency)."""
+    if not isinstance(exp.reward.target_ms, str):
+        return float(exp.reward.target_ms)
+    if search.get("baseline"):
+        return float(search["baseline"]["latency_ms"])
+    from nas.latency import load_predictor
+
+    return load_predictor(exp.latency.table, allow_foreign=exp.latency.allow_foreign).predict(exp.load_space().baseline)
+
+
 def write_report(exp: Experiment, out: Path, stages: dict[str, dict], rows: list[dict[str, Any]]) -> Path:
     figures = {
         "Search: accuracy vs latency (all trials, Pareto front, baseline)":
@@ -226,15 +253,21 @@ def write_report(exp: Experiment, out: Path, stages: dict[str, dict], rows: list
     }
     search = stages["search"]["search"]
     na = stages["netadapt"]
+    target = target_ms(exp, search)
+    named_target = f" (the {exp.reward.target_ms}'s predicted latency)" if isinstance(exp.reward.target_ms, str) else ""
+    seconds_file = out / STAGE_SECONDS
+    seconds = json.loads(seconds_file.read_text()) if seconds_file.is_file() else {}
+    timed = [f"{name} {s / 60:.1f}" for name, s in seconds.items()]
     lines = [
         f"# Report: {exp.name}", "",
         f"- experiment: `{exp.source}`; space: `{exp.space}`; data: {exp.data.name}",
-        f"- latency table: `{exp.latency.table}`; reward: target {exp.reward.target_ms} ms, preset {exp.reward.preset}",
+        f"- latency table: `{exp.latency.table}`; reward: target {target:.3f} ms{named_target}, preset {exp.reward.preset}",
         f"- search: {search['n_trials']} trials, strategy {exp.search.strategy}; study `{search.get('study')}`",
         f"- NetAdapt: start {na['start_ms']:.3f} ms (predicted) -> {na['final_predicted_ms']:.3f} ms predicted, "
         f"{na['final_measured_ms'] or float('nan'):.3f} ms measured, {na['iterations']} iterations",
         f"- full training: {exp.train.epochs:g} epochs, {exp.train.optimizer}, batch {exp.train.batch_size} "
-        f"(the same recipe for every network below)", "",
+        f"(the same recipe for every network below)",
+        *([f"- minutes per stage (the run that finished it): {', '.join(timed)}"] if timed else []), "",
         "## Networks", "",
         "Test accuracy on the test split; latency predicted from the table and measured end to end "
         "(onnxruntime, the table's threads, batch 1, all networks interleaved in one run).", "",

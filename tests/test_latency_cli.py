@@ -124,6 +124,9 @@ def test_validate_writes_csv_png_and_json(built, tmp_path):
     assert not calibration & set(rows["hash"])  # never the calibration networks
     within_10 = ((rows.predicted_ms / rows.measured_ms - 1).abs() <= 0.10).mean()
     assert figures["within_10"] == pytest.approx(within_10)
+    # measurements are put on the table's time base by the calibration networks timed beside them
+    assert 0.2 < figures["drift"] < 5
+    assert (rows.measured_ms / rows.measured_unadjusted_ms).to_numpy() == pytest.approx(figures["drift"])
     assert (tmp_path / "validation.png").stat().st_size > 10_000
 
 

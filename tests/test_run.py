@@ -59,6 +59,13 @@ def test_pipeline_writes_report(finished_run):
     netadapt = [r for r in result.rows if r["network"] == "found + NetAdapt"][0]
     found = [r for r in result.rows if r["network"] == "found (search)"][0]
     assert netadapt["predicted_ms"] < found["predicted_ms"]
+    seconds = json.loads((out / "stage_seconds.json").read_text())
+    assert set(STAGES) - {"report"} <= set(seconds) and all(s > 0 for s in seconds.values())
+    assert "- minutes per stage (the run that finished it): search " in report
+    from nas.latency import load_predictor
+
+    target = load_predictor(exp.latency.table).predict(exp.load_space().baseline)
+    assert f"reward: target {target:.3f} ms (the baseline's predicted latency)" in report
 
 
 def test_rerun_skips_finished_stages(finished_run, monkeypatch):
