@@ -67,9 +67,10 @@ def plot_pareto(records: Sequence[TrialRecord], path: Path, target_ms: float | N
 
     done = complete(records)
     front = pareto_front(records)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    pruned = sum(r.state == "PRUNED" for r in records)
     ax.scatter([r.latency_ms for r in done], [r.val_acc for r in done], s=18, alpha=0.5, color="tab:blue",
-               label=f"trials ({len(done)})")
+               label=f"complete trials ({len(done)})" + (f"; {pruned} pruned not shown" if pruned else ""))
     if front:
         ax.step([r.latency_ms for r in front], [r.val_acc for r in front], where="post", color="tab:orange",
                 marker="o", ms=5, label=f"Pareto front ({len(front)})")
@@ -81,12 +82,12 @@ def plot_pareto(records: Sequence[TrialRecord], path: Path, target_ms: float | N
         ax.scatter([baseline["latency_ms"]], [baseline["val_acc"]], s=90, marker="D", color="tab:red", zorder=5,
                    label="space baseline (same proxy)")
     if target_ms is not None:
-        ax.axvline(target_ms, color="grey", ls="--", lw=1, label=f"target T = {target_ms:g} ms")
+        ax.axvline(target_ms, color="grey", ls="--", lw=1, label=f"target T = {target_ms:.3f} ms")
     ax.set_xlabel("latency (ms, reward's source)")
     ax.set_ylabel("proxy validation accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a point
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
