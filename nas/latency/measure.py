@@ -89,15 +89,15 @@ def spec_runner(spec: ArchSpec, config: MeasureConfig) -> Runner:
     return onnx_runner(kernels.export_spec(spec), config.threads, config.seed)
 
 
+ANCHOR = "anchor:"  # runner-name prefix of the anchor units timed beside new ones
+
+
 def drift_scale(anchors: dict[UnitKey, float], measured: dict[str, Measurement]) -> float:
     """How much faster the machine runs now than when the table was measured: the median over the
     anchor units of (table latency / latency measured now)."""
     ratios = [ms / measured[ANCHOR + k.id].median_ms for k, ms in anchors.items()
               if measured[ANCHOR + k.id].median_ms > 0]
     return float(np.median(ratios)) if ratios else 1.0
-
-
-ANCHOR = "anchor:"
 
 
 def measure_units(keys: Iterable[UnitKey], config: MeasureConfig,

@@ -8,7 +8,7 @@ Drift: a virtual CPU shared with other tenants does not keep one speed (measured
 machine: the same 20 networks ran 0.55, 0.63, 0.79 or 0.95 ms on average from one minute to the
 next). The 10 calibration networks are therefore timed again in the same interleaved passes as the
 held-out ones, and ``drift`` = median(latency at calibration / latency now) puts the measurements on
-the table's own time base before they are compared (figures without it are reported too, ``raw_*``).
+the table's own time base before they are compared (figures without it are reported too, ``unadjusted_*``).
 """
 
 from __future__ import annotations
