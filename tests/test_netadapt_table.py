@@ -13,7 +13,9 @@ from nas.train import save_checkpoint
 
 torch.set_num_threads(1)
 
-SPEC = ArchSpec.from_string("in16x1 stem_c16_k3_s1_hs ir_k3_e96_c32_s1_re ir_k3_e96_c32_s1_re last_c32_hs "
+# Wide enough that its narrowest reachable network is far below 0.9x of it even when the shared machine
+# changes speed between the timing of the units (at e96/c32 one CI run found it at 0.94x).
+SPEC = ArchSpec.from_string("in16x1 stem_c16_k3_s1_hs ir_k3_e192_c64_s1_re ir_k3_e192_c64_s1_re last_c32_hs "
                             "head_c0_hs_d0.0 cls3")
 
 
