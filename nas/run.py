@@ -73,10 +73,14 @@ def record_stage_seconds(out: Path, stage: str, seconds: float) -> None:
     """Wall time of each stage's last (finishing) run, for the report."""
     from nas.io import write_text_atomic
 
-    path = out / STAGE_SECONDS
-    times = json.loads(path.read_text()) if path.is_file() else {}
+    times = read_stage_seconds(out)
     times[stage] = round(seconds, 1)
-    write_text_atomic(path, json.dumps(times, indent=2) + "\n")
+    write_text_atomic(out / STAGE_SECONDS, json.dumps(times, indent=2) + "\n")
+
+
+def read_stage_seconds(out: Path) -> dict[str, float]:
+    path = out / STAGE_SECONDS
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 # --- the stages ------------------------------------------------------------------------------------
@@ -255,9 +259,7 @@ def write_report(exp: Experiment, out: Path, stages: dict[str, dict], rows: list
     na = stages["netadapt"]
     target = target_ms(exp, search)
     named_target = f" (the {exp.reward.target_ms}'s predicted latency)" if isinstance(exp.reward.target_ms, str) else ""
-    seconds_file = out / STAGE_SECONDS
-    seconds = json.loads(seconds_file.read_text()) if seconds_file.is_file() else {}
-    timed = [f"{name} {s / 60:.1f}" for name, s in seconds.items()]
+    timed = [f"{name} {s / 60:.1f}" for name, s in read_stage_seconds(out).items()]
     lines = [
         f"# Report: {exp.name}", "",
         f"- experiment: `{exp.source}`; space: `{exp.space}`; data: {exp.data.name}",

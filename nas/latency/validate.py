@@ -5,8 +5,8 @@ networks; all are measured end to end with the table's protocol, interleaved, an
 predictor and with a MAdds-linear baseline fitted on the same calibration networks.
 
 Drift: a virtual CPU shared with other tenants does not keep one speed (measured on this project's
-machine: the same 20 networks ran 0.55, 0.63, 0.79 or 0.95 ms on average from one minute to the
-next). The 10 calibration networks are therefore timed again in the same interleaved passes as the
+machine: the same 20 networks averaged 0.86, 0.59 and 1.05 ms in three interleaved rounds about a
+minute apart). The 10 calibration networks are therefore timed again in the same interleaved passes as the
 held-out ones, and ``drift`` = median(latency at calibration / latency now) puts the measurements on
 the table's own time base before they are compared (figures without it are reported too, ``unadjusted_*``).
 """
