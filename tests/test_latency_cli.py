@@ -22,11 +22,22 @@ ENV = {"OMP_NUM_THREADS": "1"}
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The tiny space's table (built in-process with a fast protocol; the CLI build is tested below)."""
+    """The tiny space's table (built in-process with a fast paired protocol; the CLI build is tested below)."""
     root = tmp_path_factory.mktemp("cli")
     space_path = write_space(root)
-    out = build_table(root / "table", load_space(space_path), config=MeasureConfig(**FAST), progress=False)
+    out = build_table(root / "table", load_space(space_path), config=MeasureConfig(**FAST, reference_runs=3),
+                      progress=False)
     return root, space_path, out
+
+
+def test_paired_table_keeps_its_reference_and_time_base(built):
+    _, space_path, table_path = built
+    table = load_table(table_path)
+    reference = table.meta["reference"]
+    assert reference["spec"] == load_space(space_path).baseline.to_string() and 0 < reference["ms"] < 5
+    assert table.meta["protocol"]["reference_runs"] == 3
+    config = MeasureConfig.for_table(table)  # what validation, search and NetAdapt measure with
+    assert (config.reference, config.reference_ms, config.reference_runs) == (reference["spec"], reference["ms"], 3)
 
 
 def test_kill_minus_9_then_rerun_gives_a_complete_table(tmp_path):
@@ -89,12 +100,14 @@ def test_export_measure_without_torch_then_import(built, tmp_path):
     assert device.returncode == 0, device.stderr
     assert (kernels / "device.json").exists()
     results = pd.read_csv(kernels / "results.csv")
-    assert len(results) == len(manifest["units"]) + len(manifest["networks"])
+    assert len(results) == len(manifest["units"]) + len(manifest["networks"]) + 1  # + the reference network
+    assert manifest["protocol"]["reference_runs"] == 5 and "reference" in set(results["id"])
     result = run_cli("lut", "import", kernels, "--out", tmp_path / "imported", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"table": str(tmp_path / "imported"), "entries": len(manifest["units"]),
                                          "calibrated": True}
     predictor = load_predictor(tmp_path / "imported")
+    assert predictor.table.meta["reference"]["spec"] == load_space(space_path).baseline.to_string()
     assert predictor.table.space_hash == load_space(space_path).hash
     assert predictor.predict(load_space(space_path).baseline) > 0
 
@@ -144,6 +157,8 @@ def test_bad_inputs_are_one_line(built, tmp_path):
     assert_one_line_error(run_cli("lut", "build", "--space", other, "--out", table), "not of 'other'")
     assert_one_line_error(run_cli("lut", "build", "--space", space_path, "--statistic", "p10", "--out", table),
                           "statistic 'median'")
+    assert_one_line_error(run_cli("lut", "build", "--space", space_path, "--reference-runs", "0", "--out", table),
+                          "with a reference network")
     missing = spec.replace("ir_k3_e24_c8_s2_re", "ir_k5_e24_c8_s2_re")
     assert_one_line_error(run_cli("latency", "predict", table, missing), "block:r8_i8_e24_o8_k5_s2_se0_relu_res0")
     broken = tmp_path / "broken"

@@ -10,9 +10,13 @@ from nas.latency import MeasureConfig
 
 
 class FakeClock:
+    """A clock that advances by each call's duration; ``slow_after`` (calls, factor) makes the whole
+    machine slower from that call on (another tenant arrived)."""
+
     def __init__(self):
         self.now = 0
         self.log = []
+        self.slow_after = None
 
     def perf_counter_ns(self):
         return self.now
@@ -22,7 +26,10 @@ class FakeClock:
 
         def run():
             self.log.append(name)
-            self.now += next(cycle)
+            factor = 1
+            if self.slow_after and len(self.log) > self.slow_after[0]:
+                factor = self.slow_after[1]
+            self.now += next(cycle) * factor
         return run
 
 
@@ -83,3 +90,39 @@ def test_passes_are_interleaved_in_shuffled_order(clock):
 def test_bad_settings(kwargs, message):
     with pytest.raises(NasError, match=message):
         MeasureConfig(**kwargs)
+
+
+def test_paired_protocol_cancels_a_machine_that_changes_speed(clock):
+    """Half-way through, everything runs 1.6x slower: absolute times mix the two speeds, ratios to
+    the reference framing every burst do not."""
+    graphs = {"a": 200_000, "b": 50_000, "c": 400_000}
+    clock.slow_after = (280, 1.6)  # of 564 calls
+    paired = sm.Protocol(warmup=2, runs=20, passes=6, remeasure=0, reference_runs=5)  # 120 calls
+    result = sm.time_interleaved({n: clock.runner(n, [d]) for n, d in graphs.items()}, paired,
+                                 reference=clock.runner("ref", [100_000]), reference_ms=0.1)
+    for name, ns in graphs.items():
+        assert result[name].median_ms == pytest.approx(ns / 1e6)
+        assert result[name].iqr_ms == pytest.approx(0)
+    assert clock.log.count("ref") == 6 * 4 * (2 + 5) and len(clock.log) == 564
+    clock.log.clear()
+    clock.slow_after = (200, 1.6)  # of 396 calls
+    unpaired = sm.Protocol(warmup=2, runs=20, passes=6, remeasure=0)
+    result = sm.time_interleaved({n: clock.runner(n, [d]) for n, d in graphs.items()}, unpaired)
+    assert any(result[n].median_ms != pytest.approx(ns / 1e6) for n, ns in graphs.items())
+
+
+def test_paired_protocol_frames_every_burst_with_the_reference(clock):
+    p = sm.Protocol(warmup=0, runs=50, passes=2, remeasure=0, reference_runs=3)
+    sm.time_interleaved({n: clock.runner(n, [1000]) for n in ("g0", "g1")}, p,
+                        reference=clock.runner("ref", [500]), reference_ms=1.0)
+    bursts = [name for i, name in enumerate(clock.log) if i == 0 or clock.log[i - 1] != name]
+    assert bursts[:5] == ["ref", bursts[1], "ref", bursts[3], "ref"] and {bursts[1], bursts[3]} == {"g0", "g1"}
+    assert clock.log.count("ref") == 2 * 3 * 3  # passes x (graphs + 1) x reference_runs (warm-up 0)
+
+
+def test_paired_protocol_needs_its_reference(clock):
+    p = sm.Protocol(warmup=0, runs=50, passes=2, reference_runs=3)
+    with pytest.raises(ValueError, match="reference"):
+        sm.time_interleaved({"a": clock.runner("a", [1000])}, p)
+    reference = sm.time_reference(clock.runner("ref", [250_000]), p)
+    assert reference.median_ms == pytest.approx(0.25) and reference.runs == 100

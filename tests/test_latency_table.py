@@ -116,7 +116,7 @@ def test_entries_added_later_are_scaled_by_retimed_anchors(tiny, tmp_path, monke
     entries.to_csv(path / ENTRIES, index=False)
     timed = []
 
-    def fake_timing(runners, protocol):
+    def fake_timing(runners, protocol, *reference):
         timed.append(sorted(runners))
         return {name: Measurement(median_ms=1.0, iqr_ms=0.01, runs=100) for name in runners}
 

@@ -6,15 +6,30 @@ import argparse
 import time
 
 
-def _measure_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runtime", default="onnxruntime", help="onnxruntime (default) or torch")
+def _protocol_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    p.add_argument("--group", type=int, default=16,
-                   help="units timed interleaved together and written together (default 16)")
     p.add_argument("--statistic", default="median",
                    help="per-pass statistic: median (default), p10 or min (robust on a machine shared with other jobs)")
-    p.add_argument("--passes", type=int, default=4, help="interleaved passes over each group (default 4)")
-    p.add_argument("--runs", type=int, default=50, help="timed calls per graph and pass (default 50)")
+    p.add_argument("--passes", type=int, default=10, help="interleaved passes over each group (default 10)")
+    p.add_argument("--runs", type=int, default=10, help="timed calls per graph and pass (default 10)")
+    p.add_argument("--reference-runs", type=int, default=5,
+                   help="calls of the reference network (the space's baseline) framing every burst; latencies are "
+                        "ratios to it on one time base, immune to the machine changing speed (default 5; 0: "
+                        "absolute times, unpaired)")
+
+
+def _protocol_config(args: argparse.Namespace, **extra):
+    from nas.latency import MeasureConfig
+
+    return MeasureConfig(threads=args.threads, statistic=args.statistic, passes=args.passes, runs=args.runs,
+                         reference_runs=args.reference_runs, **extra)
+
+
+def _measure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="onnxruntime", help="onnxruntime (default) or torch")
+    p.add_argument("--group", type=int, default=16,
+                   help="units timed interleaved together and written together (default 16)")
+    _protocol_options(p)
 
 
 def _what_options(p: argparse.ArgumentParser) -> None:
@@ -39,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     export = lut_sub.add_parser("export-kernels", help="write the units as ONNX graphs to measure on another device")
     _what_options(export)
-    export.add_argument("--threads", type=int, default=1, help="intra-op threads the device will use (default 1)")
+    _protocol_options(export)
     export.add_argument("--out", required=True, metavar="DIR")
     export.add_argument("--no-progress", action="store_true")
     export.set_defaults(func=cmd_export)
@@ -72,10 +87,9 @@ def _inputs(args: argparse.Namespace):
 def cmd_build(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.errors import NasError
-    from nas.latency import MeasureConfig, build_table, load_table
+    from nas.latency import build_table, load_table
 
-    config = MeasureConfig(runtime=args.runtime, threads=args.threads, group=args.group,
-                           statistic=args.statistic, passes=args.passes, runs=args.runs)
+    config = _protocol_config(args, runtime=args.runtime, group=args.group)
     space, specs = _inputs(args)
     if space is None and not specs:
         raise NasError("give --space SPACE.yaml and/or --spec SPEC")
@@ -94,12 +108,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nas.latency import MeasureConfig
     from nas.latency.transfer import export_for_device
 
     space, specs = _inputs(args)
-    manifest = export_for_device(args.out, space, specs, narrower=args.narrower,
-                                 config=MeasureConfig(threads=args.threads), progress=not args.no_progress)
+    manifest = export_for_device(args.out, space, specs, narrower=args.narrower, config=_protocol_config(args),
+                                 progress=not args.no_progress)
     print(f"wrote {manifest}; copy {manifest.parent} to the device and run: "
           f"python standalone_measure.py {manifest.parent.name}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
@@ -19,7 +20,7 @@ from nas.errors import NasError
 from nas.latency.calibration import CALIBRATION_NETWORKS, fit_calibration
 from nas.latency.device import check_device, this_device
 from nas.latency.keys import UnitKey, key_from_row, narrower_specs, space_unit_keys, unique_keys, unit_keys
-from nas.latency.measure import MeasureConfig, measure_specs, measure_units
+from nas.latency.measure import MeasureConfig, measure_reference, measure_specs, measure_units
 from nas.latency.table import TableError, TableWriter, load_table, read_meta, table_dir, update_meta
 from nas.spec.arch import ArchSpec
 from nas.spec.space import SearchSpace
@@ -72,9 +73,32 @@ def table_meta(space: SearchSpace | None, config: MeasureConfig) -> dict:
         "device": this_device(config.runtime, config.threads),
         "protocol": config.protocol.as_dict(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "reference": {"spec": config.reference, "ms": config.reference_ms} if config.paired else None,
         "calibration": None,
         "build_seconds": 0.0,
     }
+
+
+def reference_spec(space: SearchSpace | None, specs: list[ArchSpec]) -> ArchSpec:
+    """The paired protocol's reference network: the space's baseline, else the first spec."""
+    if space is not None and space.baseline_source is not None:
+        return space.baseline
+    return specs[0] if specs else calibration_specs(space)[0]
+
+
+def with_reference(directory: Path, space: SearchSpace | None, specs: list[ArchSpec],
+                   config: MeasureConfig, progress: bool = True) -> MeasureConfig:
+    """A paired config completed with the table's reference network and time base: those stored in
+    its meta.json when resuming, else the reference chosen and timed now (once per table)."""
+    if not config.paired:
+        return config
+    stored = read_meta(directory).get("reference") if (directory / "meta.json").exists() else None
+    if stored:
+        return replace(config, reference=stored["spec"], reference_ms=stored["ms"])
+    config = replace(config, reference=config.reference or reference_spec(space, specs).to_string())
+    if progress:
+        print("timing the reference network (the table's time base) ...", flush=True)
+    return replace(config, reference_ms=measure_reference(config))
 
 
 def _check_same_table(directory: Path, space: SearchSpace | None, config: MeasureConfig) -> None:
@@ -90,6 +114,9 @@ def _check_same_table(directory: Path, space: SearchSpace | None, config: Measur
     statistic = meta.get("protocol", {}).get("statistic", "median")
     if statistic != config.statistic:
         raise TableError(f"{directory} was measured with statistic {statistic!r}, not {config.statistic!r}")
+    if bool(meta.get("reference")) != config.paired:
+        raise TableError(f"{directory} was measured {'with' if meta.get('reference') else 'without'} a reference "
+                         f"network (paired protocol); resume it with the same --reference-runs setting")
     if (device.get("runtime"), device.get("threads")) != (config.runtime, config.threads):
         raise TableError(f"{directory} was built with runtime {device.get('runtime')!r} and "
                          f"{device.get('threads')} thread(s), not {config.runtime!r} and {config.threads}")
@@ -123,7 +150,7 @@ def measure_missing(directory: Path, keys: Iterable[UnitKey], config: MeasureCon
     finished table are scaled to its campaign by re-timed anchors (:func:`pick_anchors`)."""
     start = time.perf_counter()
     keys = list(keys)
-    anchors = pick_anchors(directory, keys)
+    anchors = {} if config.paired else pick_anchors(directory, keys)  # a reference keeps paired tables on time
     with TableWriter(directory, meta) as writer:
         pending = [k for k in unique_keys(keys) if k.id not in writer.ids]
         scales = []
@@ -170,6 +197,7 @@ def build_table(out: str | Path, space: SearchSpace | None = None, specs: Iterab
     if space is None and not specs:
         raise NasError("nothing to build: give a space and/or specs")
     _check_same_table(directory, space, config)
+    config = with_reference(directory, space, specs, config, progress)
     keys, calib = requested_units(space, specs, narrower)
     measure_missing(directory, keys, config, table_meta(space, config), progress)
     if calibrate and load_table(directory).calibration is None:

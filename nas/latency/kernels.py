@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nas.latency.keys import UnitKey
-from nas.latency.standalone_measure import MANIFEST_FORMAT, Protocol
+from nas.latency.standalone_measure import MANIFEST_FORMAT, REFERENCE_ID, Protocol
 from nas.models import build_model
 from nas.models.blocks import Head, InvertedResidual, LastStage, Stem
 from nas.spec.arch import ArchSpec, BlockSpec, HeadSpec, LastStageSpec, StemSpec
@@ -82,10 +82,12 @@ def file_name(identifier: str) -> str:
 
 
 def export_kernels(out_dir: str | Path, keys: list[UnitKey], networks: dict[str, ArchSpec], protocol: Protocol,
-                   info: dict, extra_graphs: dict[str, bytes] | None = None, progress: bool = True) -> Path:
+                   info: dict, extra_graphs: dict[str, bytes] | None = None, progress: bool = True,
+                   reference: ArchSpec | None = None) -> Path:
     """Write every unit (and whole network) as an ONNX file plus ``manifest.json`` and a copy of the
     torch-free measuring script. ``networks`` maps an id (e.g. ``net:calib0``) to its spec,
-    ``extra_graphs`` an id to ready ONNX bytes (e.g. the overhead graph)."""
+    ``extra_graphs`` an id to ready ONNX bytes (e.g. the overhead graph), ``reference`` the paired
+    protocol's reference network."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -107,6 +109,11 @@ def export_kernels(out_dir: str | Path, keys: list[UnitKey], networks: dict[str,
         (out_dir / name).write_bytes(data)
         nets.append({"id": graph_id, "file": name, "input_shape": [1, 1]})
     manifest = {"format": MANIFEST_FORMAT, "protocol": protocol.as_dict(), **info, "units": units, "networks": nets}
+    if reference is not None:
+        name = f"graphs/{file_name(REFERENCE_ID)}"
+        export_spec(reference, out_dir / name)
+        manifest["reference"] = {"id": REFERENCE_ID, "file": name, "input_shape": list(network_input_shape(reference)),
+                                 "spec": reference.to_string()}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     shutil.copyfile(Path(__file__).with_name("standalone_measure.py"), out_dir / "standalone_measure.py")
     return out_dir / "manifest.json"

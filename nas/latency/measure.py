@@ -1,11 +1,14 @@
 """Measuring units, whole networks and ONNX files with the one protocol.
 
 :class:`MeasureConfig` is the user-facing setting (runtime, threads, run counts); the timing itself
-is ``standalone_measure.time_interleaved``, shared with the torch-free entry point.
+is ``standalone_measure.time_interleaved``, shared with the torch-free entry point. A config with
+``reference_runs`` > 0 (every table built by ``nas lut build``) times graphs paired with a reference
+network, on the time base of ``reference_ms`` (see ``standalone_measure``).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -16,15 +19,18 @@ from nas.errors import NasError
 from nas.latency.calibration import overhead_onnx
 from nas.latency.keys import UnitKey
 from nas.latency.runtimes import RUNTIMES, Runner, onnx_runner, torch_runner
-from nas.latency.standalone_measure import Measurement, Protocol, time_interleaved
+from nas.latency.standalone_measure import Measurement, Protocol, time_interleaved, time_reference
 from nas.spec.arch import ArchSpec
 
-__all__ = ["MeasureConfig", "Measurement", "measure_units", "measure_spec", "measure_specs", "measure_onnx"]
+__all__ = ["MeasureConfig", "Measurement", "measure_units", "measure_spec", "measure_specs", "measure_onnx",
+           "measure_reference", "timed"]
 
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    """Runtime and protocol settings. Defaults: onnxruntime, 1 thread, 4 interleaved passes x 50 runs."""
+    """Runtime and protocol settings. Defaults: onnxruntime, 1 thread, 4 interleaved passes x 50 runs,
+    unpaired (absolute wall-clock times). ``reference`` (a spec string), ``reference_ms`` and
+    ``reference_runs`` > 0 select the paired protocol that tables are built and compared with."""
 
     runtime: str = "onnxruntime"
     threads: int = 1
@@ -36,6 +42,9 @@ class MeasureConfig:
     seed: int = 0
     group: int = 16
     statistic: str = "median"
+    reference_runs: int = 0
+    reference: str | None = None       # spec string of the reference network (paired protocol)
+    reference_ms: float | None = None  # its latency: the time base (None until measured)
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -52,8 +61,10 @@ class MeasureConfig:
         """The runtime, threads and protocol a table was measured with (to add entries to it or to
         measure networks comparable with its predictions)."""
         protocol = table.meta.get("protocol", {})
-        names = ("warmup", "runs", "passes", "max_iqr", "remeasure", "seed", "group", "statistic")
-        return cls(runtime=table.runtime, threads=table.threads, **{k: protocol[k] for k in names if k in protocol})
+        names = ("warmup", "runs", "passes", "max_iqr", "remeasure", "seed", "group", "statistic", "reference_runs")
+        reference = table.meta.get("reference") or {}
+        return cls(runtime=table.runtime, threads=table.threads, reference=reference.get("spec"),
+                   reference_ms=reference.get("ms"), **{k: protocol[k] for k in names if k in protocol})
 
     @classmethod
     def comparable_with(cls, table: str | Path | None, threads: int = 1) -> "MeasureConfig":
@@ -69,7 +80,11 @@ class MeasureConfig:
     def protocol(self) -> Protocol:
         return Protocol(threads=self.threads, warmup=self.warmup, runs=self.runs, passes=self.passes,
                         max_iqr=self.max_iqr, remeasure=self.remeasure, seed=self.seed, group=self.group,
-                        statistic=self.statistic)
+                        statistic=self.statistic, reference_runs=self.reference_runs)
+
+    @property
+    def paired(self) -> bool:
+        return self.reference_runs > 0
 
 
 def unit_runner(key: UnitKey, config: MeasureConfig) -> Runner:
@@ -87,6 +102,33 @@ def spec_runner(spec: ArchSpec, config: MeasureConfig) -> Runner:
         return torch_runner(kernels.network_module(spec), kernels.network_input_shape(spec), config.threads,
                             config.seed)
     return onnx_runner(kernels.export_spec(spec), config.threads, config.seed)
+
+
+def reference_runner(config: MeasureConfig) -> Runner | None:
+    """The paired protocol's reference network, ready to run (None when unpaired; one session per
+    reference, runtime, threads and seed, kept for the process)."""
+    if not config.paired:
+        return None
+    if not config.reference:
+        raise NasError("the paired protocol (reference_runs > 0) needs a reference network")
+    return _reference_runner(config.reference, config.runtime, config.threads, config.seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _reference_runner(spec: str, runtime: str, threads: int, seed: int) -> Runner:
+    return spec_runner(ArchSpec.from_string(spec), MeasureConfig(runtime=runtime, threads=threads, seed=seed))
+
+
+def measure_reference(config: MeasureConfig) -> float:
+    """The reference network's own latency (ms): the time base a new table's entries are put on."""
+    return time_reference(reference_runner(config), config.protocol).median_ms
+
+
+def timed(runners: dict[str, Runner], config: MeasureConfig) -> dict[str, Measurement]:
+    """``time_interleaved`` with the config's protocol (paired with its reference when it has one)."""
+    if config.paired and not config.reference_ms:
+        raise NasError("the paired protocol needs the reference network's latency (reference_ms)")
+    return time_interleaved(runners, config.protocol, reference_runner(config), config.reference_ms)
 
 
 ANCHOR = "anchor:"  # runner-name prefix of the anchor units timed beside new ones
@@ -115,7 +157,7 @@ def measure_units(keys: Iterable[UnitKey], config: MeasureConfig,
         chunk = keys[first:first + config.group]
         runners = {k.id: unit_runner(k, config) for k in chunk}
         runners |= {ANCHOR + k.id: unit_runner(k, config) for k in anchors}
-        results = time_interleaved(runners, config.protocol)
+        results = timed(runners, config)
         scale = drift_scale(anchors, results) if anchors else 1.0
         scales.append(scale)
         for key in chunk:
@@ -142,7 +184,7 @@ def measure_specs(specs: list[ArchSpec], config: MeasureConfig, with_overhead: b
     runners = {f"net{i}": spec_runner(s, config) for i, s in enumerate(specs)}
     if with_overhead:
         runners["overhead"] = overhead_runner(config)
-    results = time_interleaved(runners, config.protocol)
+    results = timed(runners, config)
     measured = [results[f"net{i}"] for i in range(len(specs))]
     return (measured, results["overhead"]) if with_overhead else measured
 
@@ -163,4 +205,4 @@ def measure_onnx(path: str | Path, config: MeasureConfig | None = None) -> Measu
         runner = onnx_runner(path, config.threads, config.seed)
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
         raise NasError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-    return time_interleaved({"model": runner}, config.protocol)["model"]
+    return timed({"model": runner}, config)["model"]

@@ -21,6 +21,15 @@ field keeps the name ``median_ms``), its spread the IQR of all its timed calls. 
 IQR/median exceeds ``max_iqr`` (0.1) are measured again (up to ``remeasure`` times), keeping the
 steadiest measurement.
 
+Paired with a reference (``reference_runs`` > 0, what tables are built with): a virtual CPU shared
+with other tenants changes speed by tens of percent within a minute, so absolute times taken a minute
+apart do not compare. Every burst of a graph is then framed by ``reference_runs`` calls of one fixed
+reference graph (the space's baseline network), and a pass's value is the graph's statistic divided
+by the mean of the two neighbouring reference statistics; the latency is the median of those ratios
+times ``reference_ms``, the reference's own latency measured once when the table was started. All of
+a table's entries and every network measured beside it are so on one time base; the spread is the
+IQR of the per-pass values.
+
 Imports: standard library, numpy and onnxruntime only (a test enforces it).
 """
 
@@ -47,6 +56,8 @@ RESULT_FIELDS = ("id", "median_ms", "iqr_ms", "runs")
 # Per-pass statistic -> percentile. "p10" resists a machine shared with other jobs: a preempted call
 # is slow, and on a busy machine more than half of the calls of a long graph can be preempted.
 STATISTICS = {"median": 50, "p10": 10, "min": 0}
+POSITIVE = ("threads", "runs", "passes", "group")  # Protocol fields that must be >= 1 (the others >= 0)
+REFERENCE_ID = "reference"  # the reference graph's id in a kernels manifest and its results.csv
 
 
 @dataclass(frozen=True)
@@ -62,11 +73,12 @@ class Protocol:
     seed: int = 0         # shuffling of the pass order and the fixed inputs
     group: int = 16       # graphs timed interleaved together (and written to disk together)
     statistic: str = "median"  # per-pass statistic: "median" (the protocol) or "p10" (10th percentile)
+    reference_runs: int = 0    # > 0: calls of the reference graph framing every burst (paired protocol)
 
     def check(self) -> None:
-        for name in ("threads", "warmup", "runs", "passes", "group"):
+        for name in ("threads", "warmup", "runs", "passes", "group", "reference_runs"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup" else 1):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name in POSITIVE else 0):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.statistic not in STATISTICS:
             raise ValueError(f"statistic must be one of {', '.join(STATISTICS)}, got {self.statistic!r}")
@@ -138,38 +150,72 @@ def _time_calls(run: Callable[[], object], warmup: int, runs: int) -> list[float
     return samples
 
 
-def _one_round(runners: dict[str, Callable[[], object]], protocol: Protocol, rng: random.Random) -> dict[str, Measurement]:
+def _statistic(samples: list[float], protocol: Protocol) -> float:
+    return float(np.percentile(samples, STATISTICS[protocol.statistic]))
+
+
+def _one_round(runners: dict[str, Callable[[], object]], protocol: Protocol, rng: random.Random,
+               reference: Callable[[], object] | None = None) -> dict[str, Measurement]:
     names = list(runners)
-    pass_medians: dict[str, list[float]] = {n: [] for n in names}
+    per_pass: dict[str, list[float]] = {n: [] for n in names}
     pooled: dict[str, list[float]] = {n: [] for n in names}
+
+    def reference_value() -> float:
+        return _statistic(_time_calls(reference, min(protocol.warmup, 2), protocol.reference_runs), protocol)
+
     for _ in range(protocol.passes):
         rng.shuffle(names)
+        before = reference_value() if reference is not None else 1.0
         for name in names:
             samples = _time_calls(runners[name], protocol.warmup, protocol.runs)
-            pass_medians[name].append(float(np.percentile(samples, STATISTICS[protocol.statistic])))
             pooled[name].extend(samples)
+            value = _statistic(samples, protocol)
+            if reference is not None:
+                after = reference_value()
+                value, before = value / ((before + after) / 2), after
+            per_pass[name].append(value)
     out = {}
     for name in runners:
-        q1, q3 = np.percentile(pooled[name], [25, 75])
-        out[name] = Measurement(median_ms=float(np.median(pass_medians[name])) / 1e6, iqr_ms=float(q3 - q1) / 1e6,
-                                runs=len(pooled[name]))
+        if reference is None:
+            q1, q3 = np.percentile(pooled[name], [25, 75])
+            median, iqr = float(np.median(per_pass[name])) / 1e6, float(q3 - q1) / 1e6
+        else:  # ratios to the reference (scaled to ms by time_interleaved)
+            q1, q3 = np.percentile(per_pass[name], [25, 75])
+            median, iqr = float(np.median(per_pass[name])), float(q3 - q1)
+        out[name] = Measurement(median_ms=median, iqr_ms=iqr, runs=len(pooled[name]))
     return out
 
 
-def time_interleaved(runners: dict[str, Callable[[], object]], protocol: Protocol) -> dict[str, Measurement]:
-    """Time every runner with the protocol: interleaved passes, shuffled order, re-measure unsteady ones."""
+def time_interleaved(runners: dict[str, Callable[[], object]], protocol: Protocol,
+                     reference: Callable[[], object] | None = None,
+                     reference_ms: float | None = None) -> dict[str, Measurement]:
+    """Time every runner with the protocol: interleaved passes, shuffled order, re-measure unsteady ones.
+
+    With ``protocol.reference_runs`` > 0, ``reference`` (a runner) frames every burst and the results
+    are ratios to it times ``reference_ms`` (see the module docstring)."""
     protocol.check()
+    if protocol.reference_runs and (reference is None or not reference_ms or reference_ms <= 0):
+        raise ValueError("the paired protocol (reference_runs > 0) needs a reference graph and its latency")
+    reference = reference if protocol.reference_runs else None
     rng = random.Random(protocol.seed)
-    result = _one_round(runners, protocol, rng)
+    result = _one_round(runners, protocol, rng, reference)
     for _ in range(protocol.remeasure):
         unsteady = {n: r for n, r in runners.items() if result[n].spread > protocol.max_iqr}
         if not unsteady:
             break
-        again = _one_round(unsteady, protocol, rng)
+        again = _one_round(unsteady, protocol, rng, reference)
         for name, m in again.items():
             if m.spread < result[name].spread:
                 result[name] = m
+    if reference is not None:
+        result = {name: m.scaled(reference_ms) for name, m in result.items()}
     return result
+
+
+def time_reference(reference: Callable[[], object], protocol: Protocol) -> Measurement:
+    """The reference graph's own latency (unpaired, the same counts): the paired protocol's time base."""
+    unpaired = Protocol(**{**asdict(protocol), "reference_runs": 0})
+    return time_interleaved({REFERENCE_ID: reference}, unpaired)[REFERENCE_ID]
 
 
 # --- the device -------------------------------------------------------------------------------------------
@@ -253,19 +299,32 @@ def measure_manifest(directory: str | os.PathLike, threads: int | None = None,
     log(f"{len(graphs)} graphs, {len(done)} already measured, {len(pending)} to go ({protocol.threads} thread(s))")
     new_file = not results_path.exists() or results_path.stat().st_size == 0
     start = time.perf_counter()
+
+    def runner(graph: dict) -> Callable[[], object]:
+        return ort_runner(ort_session(directory / graph["file"], protocol.threads), protocol.seed)
+
     with results_path.open("a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=RESULT_FIELDS)
+
+        def write(gid: str, m: Measurement) -> None:
+            writer.writerow({"id": gid, "median_ms": f"{m.median_ms:.6f}", "iqr_ms": f"{m.iqr_ms:.6f}", "runs": m.runs})
+            fh.flush()
+
         if new_file:
             writer.writeheader()
             fh.flush()
+        reference, reference_ms = None, None
+        if protocol.reference_runs:  # the paired protocol: the reference's own latency first (once)
+            reference = runner(manifest["reference"])
+            if REFERENCE_ID not in done:
+                write(REFERENCE_ID, time_reference(reference, protocol))
+                done = read_results(results_path)
+            reference_ms = float(done[REFERENCE_ID]["median_ms"])
         for first in range(0, len(pending), protocol.group):
             chunk = pending[first:first + protocol.group]
-            runners = {g["id"]: ort_runner(ort_session(directory / g["file"], protocol.threads), protocol.seed)
-                       for g in chunk}
-            for gid, m in time_interleaved(runners, protocol).items():
-                writer.writerow({"id": gid, "median_ms": f"{m.median_ms:.6f}", "iqr_ms": f"{m.iqr_ms:.6f}",
-                                 "runs": m.runs})
-                fh.flush()
+            runners = {g["id"]: runner(g) for g in chunk}
+            for gid, m in time_interleaved(runners, protocol, reference, reference_ms).items():
+                write(gid, m)
             done_now = first + len(chunk)
             rate = done_now / (time.perf_counter() - start)
             log(f"{done_now}/{len(pending)} measured, ETA {(len(pending) - done_now) / rate:.0f} s")

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Iterable
 
 from nas.errors import NasError
-from nas.latency.build import requested_units, space_record
+from nas.latency.build import reference_spec, requested_units, space_record
 from nas.latency.calibration import fit_calibration, overhead_onnx
 from nas.latency.keys import key_from_row, unique_keys
 from nas.latency.measure import MeasureConfig
 from nas.latency.predict import LatencyPredictor
-from nas.latency.standalone_measure import Measurement, read_results
+from nas.latency.standalone_measure import REFERENCE_ID, Measurement, read_results
 from nas.latency.table import TableError, TableWriter, load_table, table_dir, update_meta
 from nas.spec.arch import ArchSpec
 from nas.spec.space import SearchSpace
@@ -44,8 +44,9 @@ def export_for_device(out: str | Path, space: SearchSpace | None = None, specs: 
     networks = {f"net:calib{i}": spec for i, spec in enumerate(calib)}
     info = {"space": None if space is None else space_record(space),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    reference = reference_spec(space, specs) if config.paired else None
     return export_kernels(out, unique_keys(keys), networks, config.protocol, info,
-                          extra_graphs={OVERHEAD_ID: overhead_onnx()}, progress=progress)
+                          extra_graphs={OVERHEAD_ID: overhead_onnx()}, progress=progress, reference=reference)
 
 
 def import_results(kernels_dir: str | Path, out: str | Path) -> Path:
@@ -74,7 +75,12 @@ def import_results(kernels_dir: str | Path, out: str | Path) -> Path:
     if (directory / "meta.json").exists():
         raise TableError(f"{directory} already holds a table; import into a new folder")
     protocol = device.pop("protocol", manifest["protocol"])
-    meta = {"space": manifest.get("space"), "device": device, "protocol": protocol,
+    reference = None
+    if protocol.get("reference_runs"):
+        if REFERENCE_ID not in results or "reference" not in manifest:
+            raise NasError(f"{kernels_dir}: the paired protocol's reference network was not measured")
+        reference = {"spec": manifest["reference"]["spec"], "ms": measurement(REFERENCE_ID).median_ms}
+    meta = {"space": manifest.get("space"), "device": device, "protocol": protocol, "reference": reference,
             "created": device.get("date"), "calibration": None, "imported_from": str(kernels_dir)}
     with TableWriter(directory, meta) as writer:
         for unit in manifest["units"]:
