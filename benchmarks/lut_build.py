@@ -1,7 +1,10 @@
 """Build a latency table from scratch and print its build time and entries per second.
 
     python benchmarks/lut_build.py [--space search_spaces/fashion_mnist.yaml] [--threads 1] [--out DIR]
-                                   [--validate N]
+                                   [--passes 10] [--runs 10] [--reference-runs 5] [--validate N]
+
+The protocol defaults are `nas lut build`'s (``nas.latency.measure.TABLE_PROTOCOL``: paired with the
+space's baseline).
 
 Without --out the table goes to a temporary folder and is deleted afterwards. Run it on a quiet
 machine: the figures are only as good as the machine is idle (the issue asks < 15 min for Fashion-MNIST).
@@ -20,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas.latency import MeasureConfig, build_table, load_table, space_unit_keys  # noqa: E402
+from nas.latency.measure import TABLE_PROTOCOL  # noqa: E402
 from nas.spec import load_space  # noqa: E402
 
 
@@ -29,6 +33,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runtime", default="onnxruntime")
     parser.add_argument("--out", help="keep the table here (must not hold a table already)")
+    for name, value in TABLE_PROTOCOL.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
     parser.add_argument("--validate", type=int, default=0, metavar="N", help="then validate on N held-out networks")
     args = parser.parse_args()
 
@@ -39,10 +45,12 @@ def main() -> None:
         parser.error(f"{out} already holds a table; the benchmark measures a build from scratch")
     print(f"space {space.name}: {len(space_unit_keys(space))} units to measure", flush=True)
     start = time.perf_counter()
-    build_table(out, space, config=MeasureConfig(runtime=args.runtime, threads=args.threads))
+    config = MeasureConfig(runtime=args.runtime, threads=args.threads, passes=args.passes, runs=args.runs,
+                           reference_runs=args.reference_runs)
+    build_table(out, space, config=config)
     seconds = time.perf_counter() - start
     table = load_table(out)
-    figures = {"space": space.name, "entries": len(table), "build_seconds": round(seconds, 1),
+    figures = {"space": space.name, "protocol": table.meta["protocol"], "entries": len(table), "build_seconds": round(seconds, 1),
                "build_minutes": round(seconds / 60, 2), "entries_per_second": round(len(table) / seconds, 2),
                "calibration_fit_max_abs_error": round(table.calibration["fit_max_abs_error"], 4)}
     if args.validate:

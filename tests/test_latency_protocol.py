@@ -126,3 +126,17 @@ def test_paired_protocol_needs_its_reference(clock):
         sm.time_interleaved({"a": clock.runner("a", [1000])}, p)
     reference = sm.time_reference(clock.runner("ref", [250_000]), p)
     assert reference.median_ms == pytest.approx(0.25) and reference.runs == 100
+
+
+def test_busy_machine_warning(monkeypatch):
+    import os
+
+    from nas.latency.device import busy_warning
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.3, 0.3))
+    assert busy_warning(threads=1) is None
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.1, 1.0, 1.0))  # two other jobs on two cores
+    assert "busy (1-minute load 2.1 on 2 cores)" in busy_warning(threads=1)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # one other job: one core is free
+    assert busy_warning(threads=1) is None and busy_warning(threads=2) is not None

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 from typing import Any, Sequence
 
 from nas.errors import NasError
@@ -48,7 +49,12 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"nas: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = one_line_warning  # a warning is one line too, like an error
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -7,15 +7,18 @@ import time
 
 
 def _protocol_options(p: argparse.ArgumentParser) -> None:
+    from nas.latency.measure import TABLE_PROTOCOL as d
+
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--statistic", default="median",
                    help="per-pass statistic: median (default), p10 or min (robust on a machine shared with other jobs)")
-    p.add_argument("--passes", type=int, default=10, help="interleaved passes over each group (default 10)")
-    p.add_argument("--runs", type=int, default=10, help="timed calls per graph and pass (default 10)")
-    p.add_argument("--reference-runs", type=int, default=5,
+    p.add_argument("--passes", type=int, default=d["passes"],
+                   help=f"interleaved passes over each group (default {d['passes']})")
+    p.add_argument("--runs", type=int, default=d["runs"], help=f"timed calls per graph and pass (default {d['runs']})")
+    p.add_argument("--reference-runs", type=int, default=d["reference_runs"],
                    help="calls of the reference network (the space's baseline) framing every burst; latencies are "
-                        "ratios to it on one time base, immune to the machine changing speed (default 5; 0: "
-                        "absolute times, unpaired)")
+                        "ratios to it on one time base, robust to the machine changing speed "
+                        f"(default {d['reference_runs']}; 0: absolute times, unpaired)")
 
 
 def _protocol_config(args: argparse.Namespace, **extra):

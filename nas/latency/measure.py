@@ -23,7 +23,12 @@ from nas.latency.standalone_measure import Measurement, Protocol, time_interleav
 from nas.spec.arch import ArchSpec
 
 __all__ = ["MeasureConfig", "Measurement", "measure_units", "measure_spec", "measure_specs", "measure_onnx",
-           "measure_reference", "timed"]
+           "measure_reference", "timed", "TABLE_PROTOCOL"]
+
+
+# The protocol `nas lut build` (and benchmarks/lut_build.py) builds tables with: paired with the
+# space's baseline, 10 passes x 10 calls per unit, 5 reference calls framing every burst.
+TABLE_PROTOCOL = {"passes": 10, "runs": 10, "reference_runs": 5}
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,19 @@ predictor and with a MAdds-linear baseline fitted on the same calibration networ
 
 Drift: a virtual CPU shared with other tenants does not keep one speed (measured on this project's
 machine: the same 20 networks averaged 0.86, 0.59 and 1.05 ms in three interleaved rounds about a
-minute apart). The 10 calibration networks are therefore timed again in the same interleaved passes as the
-held-out ones, and ``drift`` = median(latency at calibration / latency now) puts the measurements on
-the table's own time base before they are compared (figures without it are reported too, ``unadjusted_*``).
+minute apart). A table built with the paired protocol (``reference`` in its meta.json) is measured
+against its reference network, which removes most of it. What is left (and all of it for an
+unpaired table) is measured by timing the 10 calibration networks again in the same interleaved passes
+as the held-out ones: ``drift`` = median(latency at calibration / latency now) puts the measurements
+on the table's own time base before they are compared (figures without it are reported too,
+``unadjusted_*``).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -24,6 +28,7 @@ import pandas as pd
 from nas.errors import NasError
 from nas.latency.build import table_space
 from nas.latency.calibration import madds_prediction
+from nas.latency.device import busy_warning
 from nas.latency.measure import MeasureConfig, measure_specs
 from nas.latency.predict import LatencyPredictor, load_predictor
 from nas.spec.arch import ArchSpec
@@ -99,6 +104,9 @@ def validate_table(table_path: str | Path, samples: int = 50, seed: int = 0, out
     if progress:
         print(f"measuring {len(specs)} held-out networks end to end, interleaved with the {len(anchors)} "
               f"calibration networks ...", flush=True)
+    warning = busy_warning(config.threads)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
     measured = measure_specs(specs + anchors, config)
     drift = float(np.median([then / now.median_ms for then, now in zip(calibration["measured_ms"],
                                                                           measured[len(specs):])]))
@@ -117,18 +125,19 @@ def validate_table(table_path: str | Path, samples: int = 50, seed: int = 0, out
                               drift=drift, unadjusted=figures(predicted, unadjusted_ms))
     if out_dir is not None:
         write_outputs(result, Path(out_dir), title=f"{space.name}: {table.runtime}, {table.threads} thread(s)",
-                      statistic=config.statistic)
+                      method=f"{config.statistic} of interleaved passes" + (", paired" if config.paired else ""))
     return result
 
 
-def write_outputs(result: ValidationResult, out_dir: Path, title: str, statistic: str = "median") -> None:
+def write_outputs(result: ValidationResult, out_dir: Path, title: str,
+                  method: str = "median of interleaved passes") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     result.rows.to_csv(out_dir / "validation.csv", index=False)
     (out_dir / "validation.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
-    plot(result, out_dir / "validation.png", title, statistic)
+    plot(result, out_dir / "validation.png", title, method)
 
 
-def plot(result: ValidationResult, path: Path, title: str, statistic: str = "median") -> None:
+def plot(result: ValidationResult, path: Path, title: str, method: str = "median of interleaved passes") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,7 +158,7 @@ def plot(result: ValidationResult, path: Path, title: str, statistic: str = "med
                label=f"lookup table: {t.within_5:.0%} in ±5 %, {t.within_10:.0%} in ±10 %, ρ {t.spearman:.3f}")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel(f"measured latency (ms, {statistic} of interleaved passes; x{result.drift:.3f} for drift)")
+    ax.set_xlabel(f"measured latency (ms, {method}; x{result.drift:.3f} for drift)")
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title(f"{title}\n{result.samples} held-out networks (seed {result.seed})", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
