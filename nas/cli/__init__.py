@@ -54,7 +54,14 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    warnings.formatwarning = one_line_warning  # a warning is one line too, like an error
+    formatwarning, warnings.formatwarning = warnings.formatwarning, one_line_warning  # one line, like errors
+    try:
+        return _run(argv)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
