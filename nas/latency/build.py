@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import random
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
@@ -19,7 +18,7 @@ from tqdm import tqdm
 
 from nas.errors import NasError
 from nas.latency.calibration import CALIBRATION_NETWORKS, fit_calibration
-from nas.latency.device import busy_warning, check_device, this_device
+from nas.latency.device import check_device, this_device, warn_if_busy
 from nas.latency.keys import UnitKey, key_from_row, narrower_specs, space_unit_keys, unique_keys, unit_keys
 from nas.latency.measure import MeasureConfig, measure_reference, measure_specs, measure_units
 from nas.latency.table import TableError, TableWriter, load_table, read_meta, table_dir, update_meta
@@ -198,9 +197,7 @@ def build_table(out: str | Path, space: SearchSpace | None = None, specs: Iterab
     if space is None and not specs:
         raise NasError("nothing to build: give a space and/or specs")
     _check_same_table(directory, space, config)
-    warning = busy_warning(config.threads)
-    if warning:
-        warnings.warn(warning, stacklevel=2)
+    warn_if_busy(config.threads)
     config = with_reference(directory, space, specs, config, progress)
     keys, calib = requested_units(space, specs, narrower)
     measure_missing(directory, keys, config, table_meta(space, config), progress)

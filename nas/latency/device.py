@@ -42,6 +42,13 @@ def check_device(table_device: dict, where: str, allow_foreign: bool = False, th
     warnings.warn(message + "; using it anyway (allow_foreign)", stacklevel=3)
 
 
+def warn_if_busy(threads: int) -> None:
+    """Warn (one line on the CLI) when :func:`busy_warning` finds the cores taken."""
+    message = busy_warning(threads)
+    if message:
+        warnings.warn(message, stacklevel=3)
+
+
 def busy_warning(threads: int) -> str | None:
     """A warning when other processes already keep this machine's cores busy: with more runnable
     threads than cores, calls are preempted in time slices, which cuts long calls more often than

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pandas as pd
 from nas.errors import NasError
 from nas.latency.build import table_space
 from nas.latency.calibration import madds_prediction
-from nas.latency.device import busy_warning
+from nas.latency.device import warn_if_busy
 from nas.latency.measure import MeasureConfig, measure_specs
 from nas.latency.predict import LatencyPredictor, load_predictor
 from nas.spec.arch import ArchSpec
@@ -104,9 +103,7 @@ def validate_table(table_path: str | Path, samples: int = 50, seed: int = 0, out
     if progress:
         print(f"measuring {len(specs)} held-out networks end to end, interleaved with the {len(anchors)} "
               f"calibration networks ...", flush=True)
-    warning = busy_warning(config.threads)
-    if warning:
-        warnings.warn(warning, stacklevel=2)
+    warn_if_busy(config.threads)
     measured = measure_specs(specs + anchors, config)
     drift = float(np.median([then / now.median_ms for then, now in zip(calibration["measured_ms"],
                                                                           measured[len(specs):])]))
