@@ -8,7 +8,9 @@
 1. Train the Fashion-MNIST space's baseline (``--base-epochs``), or take ``--checkpoint``.
 2. NetAdapt it to ``--target`` of its predicted latency (resumable: rerun the same command).
    ``--from-run runs/fashion_mnist`` takes both from a finished ``nas run`` instead (its ``train``
-   and ``netadapt`` stages, its data split), so only the uniform network is trained here.
+   and ``netadapt`` stages, its data split): the run's NetAdapt folder is copied to ``--out`` and
+   its iterations are reused; with ``--long-epochs``/``--long-lr`` only the final fine-tune of its
+   last accepted network is done again, here.
 3. Scale the baseline's stem and block widths uniformly (``make_divisible(c * m, 8)``; the last
    stage and head stay, as NetAdapt leaves them too), pick the multiplier whose *measured* latency is
    closest to the NetAdapt network's, and train it from scratch for as many optimizer steps as the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,11 +64,22 @@ class Adapted:
     iterations: int
 
 
-def finished_netadapt(folder: Path) -> Adapted:
-    """The result a finished NetAdapt run left in ``folder`` (spec.json + metrics.json)."""
-    metrics = json.loads((folder / "metrics.json").read_text())
-    return Adapted(ArchSpec.from_json((folder / "spec.json").read_text()), metrics["test_acc"],
-                   int(metrics["netadapt"]["train_steps"]), int(metrics["netadapt"]["iterations"]))
+def run_netadapt(args, spec: ArchSpec, ckpt: Path, splits, latency: TableLatency) -> Adapted:
+    """NetAdapt of the baseline in ``--out/netadapt`` (resumed there); with ``--from-run`` the run's
+    iterations are copied in first and its settings kept, except the final fine-tune's if given."""
+    out = args.out / "netadapt"
+    config = NetAdaptConfig(target=args.target, short_steps=args.short_steps,
+                            long_epochs=args.long_epochs or 2.0, delta_fraction=args.delta,
+                            batch_size=args.batch_size, seed=args.seed, long_lr=args.long_lr or 0.02)
+    if args.from_run:
+        if not (out / "state.json").is_file():
+            shutil.copytree(args.from_run / "netadapt", out, dirs_exist_ok=True)
+        stored = json.loads((out / "state.json").read_text())["identity"]["config"]
+        final = {k: v for k, v in (("long_epochs", args.long_epochs), ("long_lr", args.long_lr)) if v}
+        config = NetAdaptConfig(**{**stored, **final})
+    _, model = load_model(ckpt)
+    result = netadapt(spec, model, splits, latency, config, out, measure=latency.measure, threads=args.threads)
+    return Adapted(result.spec, result.final_test_acc, result.train_steps, result.iterations)
 
 
 def match_uniform(spec: ArchSpec, latency: TableLatency, measured_target: float) -> tuple[float, ArchSpec, float]:
@@ -82,6 +96,18 @@ def match_uniform(spec: ArchSpec, latency: TableLatency, measured_target: float)
     return best, specs[best], measured[best]
 
 
+def matched_uniform(path: Path, spec: ArchSpec, adapted: ArchSpec, latency: TableLatency) -> tuple[float, ArchSpec]:
+    """:func:`match_uniform`, done once per NetAdapt result: the choice is kept in ``path`` so that a
+    rerun (after a crash, or to measure again on a quieter machine) trains no other network."""
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        if kept["adapted"] == adapted.hash:
+            return kept["multiplier"], scale_widths(spec, kept["multiplier"])
+    mult, uniform, measured = match_uniform(spec, latency, latency.measure(adapted))
+    path.write_text(json.dumps({"adapted": adapted.hash, "multiplier": mult, "measured_ms": measured}) + "\n")
+    return mult, uniform
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--table", default=str(ROOT / "latency_tables" / "fashion_mnist_onnxruntime_t1"))
@@ -92,7 +118,8 @@ def main() -> None:
     p.add_argument("--base-epochs", type=float, default=10)
     p.add_argument("--target", default="0.8")
     p.add_argument("--short-steps", type=int, default=200)
-    p.add_argument("--long-epochs", type=float, default=2)
+    p.add_argument("--long-epochs", type=float, help="final fine-tune (default 2; with --from-run: the run's)")
+    p.add_argument("--long-lr", type=float, help="its learning rate (default 0.02; with --from-run: the run's)")
     p.add_argument("--delta", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="sgd", help="sgd or adamw (a `nas run` of experiments/fashion_mnist.yaml: adamw)")
@@ -107,19 +134,11 @@ def main() -> None:
     splits = load_data("fashion-mnist", subset=args.subset, val_fraction=args.val_fraction)
     spec, ckpt, base_metrics = baseline_network(args, splits)
     latency = TableLatency(args.table)
-    if args.from_run:
-        adapted = finished_netadapt(args.from_run / "netadapt")
-    else:
-        config = NetAdaptConfig(target=args.target, short_steps=args.short_steps, long_epochs=args.long_epochs,
-                                delta_fraction=args.delta, batch_size=args.batch_size, seed=args.seed)
-        _, model = load_model(ckpt)
-        result = netadapt(spec, model, splits, latency, config, args.out / "netadapt", measure=latency.measure,
-                          threads=args.threads)
-        adapted = Adapted(result.spec, result.final_test_acc, result.train_steps, result.iterations)
+    adapted = run_netadapt(args, spec, Path(ckpt), splits, latency)
 
     base_steps = int(base_metrics.get("steps") or 0)
     total_steps = base_steps + adapted.train_steps
-    mult, uniform, _ = match_uniform(spec, latency, latency.measure(adapted.spec))
+    mult, uniform = matched_uniform(args.out / "uniform_match.json", spec, adapted.spec, latency)
     uniform_out = args.out / f"uniform_x{mult:g}"
     if not (uniform_out / "metrics.json").is_file():
         train_network(uniform, splits, config=TrainConfig(steps=total_steps, batch_size=args.batch_size,

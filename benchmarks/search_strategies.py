@@ -39,7 +39,11 @@ from nas.search.runner import run_search  # noqa: E402
 
 
 class CachedEvaluator:
-    """Wraps an evaluator: one JSON file per spec hash in ``directory`` (JSON, never pickle)."""
+    """Wraps an evaluator: one JSON file per spec hash in ``directory`` (JSON, never pickle).
+
+    The cache keeps what is expensive, the proxy training's accuracy; the latency is looked up again
+    in the experiment's table on every hit, so a cache filled before a table was rebuilt scores its
+    networks with the table as it is now."""
 
     def __init__(self, inner, directory: Path) -> None:
         self.inner, self.directory = inner, directory
@@ -48,9 +52,14 @@ class CachedEvaluator:
     def evaluate(self, spec, report=None) -> Evaluation:
         path = self.directory / f"{spec.hash}.json"
         if path.is_file():
-            return Evaluation(**json.loads(path.read_text()))
+            stored = json.loads(path.read_text())
+            stored.pop("spec", None)
+            latency, predicted, measured = self.inner.latency(spec)
+            return dataclasses.replace(Evaluation(**stored), latency_ms=latency, latency_predicted_ms=predicted,
+                                       latency_measured_ms=measured)
         result = self.inner.evaluate(spec, report)
-        write_text_atomic(path, json.dumps(dataclasses.asdict(result)) + "\n")
+        record = {"spec": spec.to_string(), **dataclasses.asdict(result)}
+        write_text_atomic(path, json.dumps(record) + "\n")
         return result
 
 

@@ -161,6 +161,29 @@ def test_sigkill_then_rerun_gives_the_same_history(finished, tmp_path):
     assert ArchSpec.from_json((out / "spec.json").read_text()) == result.spec
 
 
+def test_another_long_fine_tune_reuses_the_iterations(finished, tmp_path):
+    import dataclasses
+    import shutil
+
+    from nas.netadapt import netadapt
+
+    result, splits = finished
+    out = tmp_path / "copy"
+    shutil.copytree(result.out, out)
+    longer = dataclasses.replace(setup["CONFIG"], long_epochs=2, long_lr=0.01)
+    again = netadapt(setup["SPEC"], None, splits, setup["MaddsLatency"](), longer, out, progress=False, threads=1)
+    assert comparable(again.history).equals(comparable(result.history))  # no proposal trained again
+    assert again.spec == result.spec and again.iterations == result.iterations
+    assert again.train_steps == result.train_steps + 6  # 2 epochs of 6 steps instead of 1
+    state = json.loads((out / "state.json").read_text())
+    assert state["final"]["settings"] == {"long_epochs": 2, "long_lr": 0.01}
+    assert json.loads((out / "metrics.json").read_text())["netadapt"]["train_steps"] == again.train_steps
+    # the iterations' settings still guard the folder
+    other = dataclasses.replace(longer, short_steps=7)
+    with pytest.raises(NasError, match="another network or with other settings"):
+        netadapt(setup["SPEC"], None, splits, setup["MaddsLatency"](), other, out, progress=False)
+
+
 def test_targets_out_of_reach_are_refused(tmp_path, finished):
     from nas.netadapt import NetAdaptConfig, netadapt
 

@@ -2,7 +2,9 @@
 
 Every finished proposal is written to ``OUT/state.json`` (atomically, after its weights are saved),
 so a killed run started again with the same arguments continues from the last finished proposal
-and, with the same seed, ends with the same history as an uninterrupted run.
+and, with the same seed, ends with the same history as an uninterrupted run. The long fine-tune is
+not part of the iterations' identity: rerun with other ``long_epochs``/``long_lr`` and only the
+final fine-tune of the last accepted network is done again.
 
 Files in ``OUT``: ``state.json`` (the run's state and history), ``history.csv`` (one row per
 proposal), ``trajectory.png``, ``current_itNNN.pt`` (the network after each accepted iteration,
@@ -40,6 +42,7 @@ HISTORY_COLUMNS = ["iteration", "proposal", "kind", "old_width", "new_width", "c
                    "seconds"]
 
 MeasureFn = Callable[[ArchSpec], float]
+FINAL_SETTINGS = ("long_epochs", "long_lr")  # change only the final fine-tune, not the iterations
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -210,7 +213,31 @@ class NetAdaptRun:
         return self.out / "state.json"
 
     def _identity(self) -> dict[str, Any]:
-        return {"start_hash": self.spec.hash, "config": dataclasses.asdict(self.config)}
+        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in FINAL_SETTINGS}
+        return {"start_hash": self.spec.hash, "config": config}
+
+    def _final_settings(self) -> dict[str, Any]:
+        return {k: getattr(self.config, k) for k in FINAL_SETTINGS}
+
+    @staticmethod
+    def _stored_identity(state: dict[str, Any]) -> dict[str, Any]:
+        identity = dict(state.get("identity") or {})
+        identity["config"] = {k: v for k, v in (identity.get("config") or {}).items() if k not in FINAL_SETTINGS}
+        return identity
+
+    def _reopen_final_if_changed(self) -> None:
+        """A finished run asked for another long fine-tune: drop the old final, keep the iterations."""
+        final = self.state.get("final")
+        if final is None:
+            return
+        stored_config = self.state["identity"]["config"]  # runs from before "settings" kept them there
+        done_with = final.get("settings") or {k: stored_config.get(k) for k in FINAL_SETTINGS}
+        if done_with == self._final_settings():
+            return
+        self.state["train_steps"] -= final.get("long_steps", 0)
+        self.state["final"] = None
+        self.state["identity"] = self._identity()
+        self._save_state()
 
     def _save_state(self) -> None:
         write_text_atomic(self.state_path, json.dumps(self.state, indent=1) + "\n")
@@ -222,10 +249,11 @@ class NetAdaptRun:
                 state = json.loads(self.state_path.read_text())
             except json.JSONDecodeError:
                 raise NasError(f"{self.state_path} is corrupt; delete the folder or choose another --out") from None
-            if state.get("format") != STATE_FORMAT or state.get("identity") != self._identity():
+            if state.get("format") != STATE_FORMAT or self._stored_identity(state) != self._identity():
                 raise NasError(f"{self.out} holds a NetAdapt run of another network or with other settings; "
                                f"choose another --out")
             self.state = state
+            self._reopen_final_if_changed()
             return
         self._start()
 
@@ -367,7 +395,7 @@ class NetAdaptRun:
             val_acc, test_acc, steps = current["val_acc"], evaluate(model, self.splits.test), 0
         measured = self.measure(spec) if self.measure else None
         final = {"spec": spec.to_dict(), "predicted_ms": current["predicted_ms"], "measured_ms": measured,
-                 "val_acc": val_acc, "test_acc": test_acc, "long_steps": steps}
+                 "val_acc": val_acc, "test_acc": test_acc, "long_steps": steps, "settings": self._final_settings()}
         self.state["train_steps"] += steps
         metrics = {"spec_hash": spec.hash, "val_acc": val_acc, "test_acc": test_acc,
                    "predicted_ms": final["predicted_ms"], "measured_ms": measured,
