@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from nas.data import load_data
+from nas.io import write_text_atomic
 from nas.netadapt import NetAdaptConfig, TableLatency, netadapt
 from nas.spec import ArchSpec, count_madds, count_params, load_space
 from nas.spec.transform import scale_widths
@@ -68,15 +69,15 @@ def run_netadapt(args, spec: ArchSpec, ckpt: Path, splits, latency: TableLatency
     """NetAdapt of the baseline in ``--out/netadapt`` (resumed there); with ``--from-run`` the run's
     iterations are copied in first and its settings kept, except the final fine-tune's if given."""
     out = args.out / "netadapt"
-    config = NetAdaptConfig(target=args.target, short_steps=args.short_steps,
-                            long_epochs=args.long_epochs or 2.0, delta_fraction=args.delta,
-                            batch_size=args.batch_size, seed=args.seed, long_lr=args.long_lr or 0.02)
+    final = {k: v for k, v in (("long_epochs", args.long_epochs), ("long_lr", args.long_lr)) if v}
     if args.from_run:
         if not (out / "state.json").is_file():
             shutil.copytree(args.from_run / "netadapt", out, dirs_exist_ok=True)
         stored = json.loads((out / "state.json").read_text())["identity"]["config"]
-        final = {k: v for k, v in (("long_epochs", args.long_epochs), ("long_lr", args.long_lr)) if v}
         config = NetAdaptConfig(**{**stored, **final})
+    else:
+        config = NetAdaptConfig(target=args.target, short_steps=args.short_steps, delta_fraction=args.delta,
+                                batch_size=args.batch_size, seed=args.seed, **{"long_epochs": 2.0, **final})
     _, model = load_model(ckpt)
     result = netadapt(spec, model, splits, latency, config, out, measure=latency.measure, threads=args.threads)
     return Adapted(result.spec, result.final_test_acc, result.train_steps, result.iterations)
@@ -104,7 +105,7 @@ def matched_uniform(path: Path, spec: ArchSpec, adapted: ArchSpec, latency: Tabl
         if kept["adapted"] == adapted.hash:
             return kept["multiplier"], scale_widths(spec, kept["multiplier"])
     mult, uniform, measured = match_uniform(spec, latency, latency.measure(adapted))
-    path.write_text(json.dumps({"adapted": adapted.hash, "multiplier": mult, "measured_ms": measured}) + "\n")
+    write_text_atomic(path, json.dumps({"adapted": adapted.hash, "multiplier": mult, "measured_ms": measured}) + "\n")
     return mult, uniform
 
 
@@ -119,7 +120,7 @@ def main() -> None:
     p.add_argument("--target", default="0.8")
     p.add_argument("--short-steps", type=int, default=200)
     p.add_argument("--long-epochs", type=float, help="final fine-tune (default 2; with --from-run: the run's)")
-    p.add_argument("--long-lr", type=float, help="its learning rate (default 0.02; with --from-run: the run's)")
+    p.add_argument("--long-lr", type=float, help="its learning rate (default: NetAdaptConfig's; with --from-run: the run's)")
     p.add_argument("--delta", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="sgd", help="sgd or adamw (a `nas run` of experiments/fashion_mnist.yaml: adamw)")

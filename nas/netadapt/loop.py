@@ -45,6 +45,11 @@ MeasureFn = Callable[[ArchSpec], float]
 FINAL_SETTINGS = ("long_epochs", "long_lr")  # change only the final fine-tune, not the iterations
 
 
+def _iteration_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings the iterations depend on (a run's identity): all but :data:`FINAL_SETTINGS`."""
+    return {k: v for k, v in config.items() if k not in FINAL_SETTINGS}
+
+
 # --- configuration ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -213,8 +218,7 @@ class NetAdaptRun:
         return self.out / "state.json"
 
     def _identity(self) -> dict[str, Any]:
-        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in FINAL_SETTINGS}
-        return {"start_hash": self.spec.hash, "config": config}
+        return {"start_hash": self.spec.hash, "config": _iteration_settings(dataclasses.asdict(self.config))}
 
     def _final_settings(self) -> dict[str, Any]:
         return {k: getattr(self.config, k) for k in FINAL_SETTINGS}
@@ -222,7 +226,7 @@ class NetAdaptRun:
     @staticmethod
     def _stored_identity(state: dict[str, Any]) -> dict[str, Any]:
         identity = dict(state.get("identity") or {})
-        identity["config"] = {k: v for k, v in (identity.get("config") or {}).items() if k not in FINAL_SETTINGS}
+        identity["config"] = _iteration_settings(identity.get("config") or {})
         return identity
 
     def _reopen_final_if_changed(self) -> None:
