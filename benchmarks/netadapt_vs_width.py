@@ -65,7 +65,7 @@ class Adapted:
     iterations: int
 
 
-def run_netadapt(args, spec: ArchSpec, ckpt: Path, splits, latency: TableLatency) -> Adapted:
+def run_netadapt(args, spec: ArchSpec, ckpt: Path, splits, latency: TableLatency, base_metrics: dict) -> Adapted:
     """NetAdapt of the baseline in ``--out/netadapt`` (resumed there); with ``--from-run`` the run's
     iterations are copied in first and its settings kept, except the final fine-tune's if given."""
     out = args.out / "netadapt"
@@ -74,10 +74,11 @@ def run_netadapt(args, spec: ArchSpec, ckpt: Path, splits, latency: TableLatency
         if not (out / "state.json").is_file():
             shutil.copytree(args.from_run / "netadapt", out, dirs_exist_ok=True)
         stored = json.loads((out / "state.json").read_text())["identity"]["config"]
-        config = NetAdaptConfig(**{**stored, **final})
+        config = NetAdaptConfig(**{"optimizer": "sgd", **stored, **final})  # runs before the option: sgd
     else:
         config = NetAdaptConfig(target=args.target, short_steps=args.short_steps, delta_fraction=args.delta,
                                 batch_size=args.batch_size, seed=args.seed, **{"long_epochs": 2.0, **final})
+    config = config.resolved_for(base_metrics)
     _, model = load_model(ckpt)
     result = netadapt(spec, model, splits, latency, config, out, measure=latency.measure, threads=args.threads)
     return Adapted(result.spec, result.final_test_acc, result.train_steps, result.iterations)
@@ -135,12 +136,12 @@ def main() -> None:
     splits = load_data("fashion-mnist", subset=args.subset, val_fraction=args.val_fraction)
     spec, ckpt, base_metrics = baseline_network(args, splits)
     latency = TableLatency(args.table)
-    adapted = run_netadapt(args, spec, Path(ckpt), splits, latency)
+    adapted = run_netadapt(args, spec, Path(ckpt), splits, latency, base_metrics)
 
     base_steps = int(base_metrics.get("steps") or 0)
     total_steps = base_steps + adapted.train_steps
     mult, uniform = matched_uniform(args.out / "uniform_match.json", spec, adapted.spec, latency)
-    uniform_out = args.out / f"uniform_x{mult:g}"
+    uniform_out = args.out / f"uniform_x{mult:g}_{total_steps}steps"  # another budget: another network
     if not (uniform_out / "metrics.json").is_file():
         train_network(uniform, splits, config=TrainConfig(steps=total_steps, batch_size=args.batch_size,
                                                           seed=args.seed, threads=args.threads,

@@ -3,6 +3,7 @@ reaches the target, writes readable outputs, resumes after SIGKILL with the same
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -162,7 +163,6 @@ def test_sigkill_then_rerun_gives_the_same_history(finished, tmp_path):
 
 
 def test_another_long_fine_tune_reuses_the_iterations(finished, tmp_path):
-    import dataclasses
     import shutil
 
     from nas.netadapt import netadapt
@@ -182,6 +182,40 @@ def test_another_long_fine_tune_reuses_the_iterations(finished, tmp_path):
     other = dataclasses.replace(longer, short_steps=7)
     with pytest.raises(NasError, match="another network or with other settings"):
         netadapt(setup["SPEC"], None, splits, setup["MaddsLatency"](), other, out, progress=False)
+
+
+def test_fine_tuning_follows_the_optimizer_the_network_was_trained_with():
+    from nas.netadapt import NetAdaptConfig
+
+    def settings(config):
+        return config.optimizer, config.lr, config.long_lr
+
+    assert settings(NetAdaptConfig().resolved()) == ("sgd", 0.01, 0.02)  # unknown: sgd
+    assert settings(NetAdaptConfig().resolved(trained_with="adamw")) == ("adamw", 0.0002, 0.0004)
+    assert settings(NetAdaptConfig(optimizer="sgd", lr=0.03).resolved(trained_with="adamw")) == ("sgd", 0.03, 0.02)
+    assert settings(NetAdaptConfig().resolved(trained_with="lbfgs")) == ("sgd", 0.01, 0.02)
+    with pytest.raises(NasError, match="unknown optimizer 'adam'"):
+        NetAdaptConfig(optimizer="adam")
+    with pytest.raises(NasError, match="learning rates must be > 0"):
+        NetAdaptConfig(long_lr=0)
+
+
+def test_a_run_from_before_the_optimizer_setting_is_resumed_as_sgd(finished, tmp_path):
+    import shutil
+
+    from nas.netadapt import netadapt
+
+    result, splits = finished
+    out = tmp_path / "old"
+    shutil.copytree(result.out, out)
+    state = json.loads((out / "state.json").read_text())
+    assert state["identity"]["config"].pop("optimizer") == "sgd"
+    (out / "state.json").write_text(json.dumps(state))
+    again = netadapt(setup["SPEC"], None, splits, setup["MaddsLatency"](), setup["CONFIG"], out, progress=False)
+    assert comparable(again.history).equals(comparable(result.history)) and again.spec == result.spec
+    adamw = dataclasses.replace(setup["CONFIG"], optimizer="adamw")
+    with pytest.raises(NasError, match="another network or with other settings"):
+        netadapt(setup["SPEC"], None, splits, setup["MaddsLatency"](), adamw, out, progress=False)
 
 
 def test_targets_out_of_reach_are_refused(tmp_path, finished):

@@ -66,6 +66,23 @@ def test_targets_out_of_reach_are_refused_before_any_work(table, checkpoint, tmp
     assert not (tmp_path / "o").exists()
 
 
+def test_a_checkpoint_trained_with_adamw_is_fine_tuned_with_adamw(table, tmp_path, monkeypatch):
+    import nas.data
+    import nas.netadapt.loop as loop
+    from nas.netadapt import NetAdaptConfig, netadapt_checkpoint
+
+    setup = {}
+    exec(__import__("test_netadapt_loop").SETUP, setup)
+    path = save_checkpoint(tmp_path / "adamw.pt", SPEC, build_model(SPEC, seed=0),
+                           {"data": "toy", "config": {"optimizer": "adamw"}})
+    monkeypatch.setattr(nas.data, "load_data", lambda *args: setup["toy_splits"](size=16))
+    used = []
+    monkeypatch.setattr(loop, "netadapt", lambda spec, model, splits, latency, config, *rest: used.append(config))
+    netadapt_checkpoint(path, table, NetAdaptConfig(target="0.9"), tmp_path / "o", progress=False)
+    netadapt_checkpoint(path, table, NetAdaptConfig(target="0.9", optimizer="sgd"), tmp_path / "o", progress=False)
+    assert [(c.optimizer, c.lr, c.long_lr) for c in used] == [("adamw", 0.0002, 0.0004), ("sgd", 0.01, 0.02)]
+
+
 def test_cli_refuses_a_table_of_another_space(table, tmp_path):
     other = SPEC.with_io(resolution=24)
     path = save_checkpoint(tmp_path / "other.pt", other, build_model(other, seed=0))

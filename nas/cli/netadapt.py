@@ -22,8 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--select", choices=("ratio", "accuracy"), default="ratio",
                    help="keep the proposal with the best dAcc/|dLatency| (MobileNetV3, default) or accuracy (NetAdapt)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate of the short fine-tunes")
-    p.add_argument("--long-lr", type=float, default=0.02, help="learning rate of the long fine-tune")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"),
+                   help="fine-tuning optimizer (default: the one the checkpoint was trained with)")
+    p.add_argument("--lr", type=float, help="learning rate of the short fine-tunes (default: 0.01 sgd, 0.0002 adamw)")
+    p.add_argument("--long-lr", type=float, help="learning rate of the long fine-tune (default: 0.02 sgd, 0.0004 adamw)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--data-dir")
@@ -44,7 +46,8 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
 
     config = NetAdaptConfig(target=args.target, short_steps=args.short_steps, long_epochs=args.long_epochs,
                             delta_fraction=args.delta, delta_decay=args.delta_decay, select=args.select,
-                            batch_size=args.batch_size, lr=args.lr, long_lr=args.long_lr, seed=args.seed)
+                            batch_size=args.batch_size, lr=args.lr, long_lr=args.long_lr, seed=args.seed,
+                            optimizer=args.optimizer)
     out = args.out or f"experiments/netadapt-{load_checkpoint(args.checkpoint).spec.hash}"
     result = netadapt_checkpoint(args.checkpoint, args.table, config, out, data=args.data, data_dir=args.data_dir,
                                  subset=args.subset, allow_foreign=args.allow_foreign_table,

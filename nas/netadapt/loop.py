@@ -43,6 +43,8 @@ HISTORY_COLUMNS = ["iteration", "proposal", "kind", "old_width", "new_width", "c
 
 MeasureFn = Callable[[ArchSpec], float]
 FINAL_SETTINGS = ("long_epochs", "long_lr")  # change only the final fine-tune, not the iterations
+# fine-tuning learning rates (short, long) per optimizer: a tenth and a fifth of its training default
+FINE_TUNE_LR = {"sgd": (0.01, 0.02), "adamw": (0.0002, 0.0004)}
 
 
 def _iteration_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +84,11 @@ class Target:
 
 @dataclass(frozen=True)
 class NetAdaptConfig:
-    """Settings of one NetAdapt run (all of them are part of the run's identity for resuming)."""
+    """Settings of one NetAdapt run (all but :data:`FINAL_SETTINGS` are the run's identity for resuming).
+
+    ``optimizer`` None: the one the checkpoint was trained with (sgd if unknown), so that fine-tuning
+    continues the network's own recipe; ``lr``/``long_lr`` None: :data:`FINE_TUNE_LR` of that
+    optimizer. :meth:`resolved` fills them in."""
 
     target: str = "0.8"
     short_steps: int = 100
@@ -91,10 +97,11 @@ class NetAdaptConfig:
     delta_decay: float = 1.0         # delta_k = delta * decay**k (NetAdapt paper: < 1)
     select: str = "ratio"            # "ratio": max dAcc/|dLatency| (MobileNetV3); "accuracy": NetAdapt
     batch_size: int = 128
-    lr: float = 0.01
-    long_lr: float = 0.02
+    lr: float | None = None
+    long_lr: float | None = None
     seed: int = 0
     max_iterations: int = 500
+    optimizer: str | None = None
 
     def __post_init__(self) -> None:
         Target.parse(self.target)
@@ -108,8 +115,20 @@ class NetAdaptConfig:
             raise NasError(f"delta decay must be in (0, 1], got {self.delta_decay}")
         if self.select not in SELECTIONS:
             raise NasError(f"unknown selection {self.select!r}; choose ratio or accuracy")
-        if not (self.lr > 0 and self.long_lr > 0):
+        if self.optimizer is not None and self.optimizer not in FINE_TUNE_LR:
+            raise NasError(f"unknown optimizer {self.optimizer!r}; choose {' or '.join(FINE_TUNE_LR)}")
+        if not all(lr is None or lr > 0 for lr in (self.lr, self.long_lr)):
             raise NasError("learning rates must be > 0")
+
+    def resolved(self, trained_with: str | None = None) -> "NetAdaptConfig":
+        """Concrete optimizer and learning rates (``trained_with``: the checkpoint's optimizer)."""
+        optimizer = self.optimizer or (trained_with if trained_with in FINE_TUNE_LR else "sgd")
+        short, long = FINE_TUNE_LR[optimizer]
+        return dataclasses.replace(self, optimizer=optimizer, lr=self.lr or short, long_lr=self.long_lr or long)
+
+    def resolved_for(self, checkpoint_metrics: dict[str, Any]) -> "NetAdaptConfig":
+        """:meth:`resolved` for a checkpoint (its metrics record the training config)."""
+        return self.resolved(trained_with=(checkpoint_metrics.get("config") or {}).get("optimizer"))
 
 
 @dataclass
@@ -208,7 +227,7 @@ class NetAdaptRun:
                  config: NetAdaptConfig, out: str | Path, measure: MeasureFn | None = None,
                  progress: bool = True, threads: int | None = None) -> None:
         self.spec, self.model, self.splits = spec, model, splits
-        self.predictor, self.config, self.measure = predictor, config, measure
+        self.predictor, self.config, self.measure = predictor, config.resolved(), measure
         self.out, self.progress, self.threads = Path(out), progress, threads
         self.state: dict[str, Any] = {}
 
@@ -226,8 +245,8 @@ class NetAdaptRun:
     @staticmethod
     def _stored_identity(state: dict[str, Any]) -> dict[str, Any]:
         identity = dict(state.get("identity") or {})
-        identity["config"] = _iteration_settings(identity.get("config") or {})
-        return identity
+        identity["config"] = {"optimizer": "sgd", **_iteration_settings(identity.get("config") or {})}
+        return identity  # runs from before the optimizer setting fine-tuned with SGD
 
     def _reopen_final_if_changed(self) -> None:
         """A finished run asked for another long fine-tune: drop the old final, keep the iterations."""
@@ -297,11 +316,12 @@ class NetAdaptRun:
 
     def _fine_tune(self, model: torch.nn.Module, seed: int, steps: int | None = None,
                    epochs: float | None = None, lr: float | None = None, test: bool = False,
-                   progress: bool = False):
+                   progress: bool = False, warmup_steps: int | None = 0):
         from nas.train import TrainConfig, train
 
         config = TrainConfig(steps=steps, epochs=epochs, batch_size=self.config.batch_size,
-                             lr=lr or self.config.lr, warmup_steps=0, seed=seed, threads=self.threads,
+                             optimizer=self.config.optimizer, lr=lr or self.config.lr,
+                             warmup_steps=warmup_steps, seed=seed, threads=self.threads,
                              eval_every=None, evaluate_test=test)
         return train(model, self.splits, config, progress=progress)
 
@@ -391,7 +411,8 @@ class NetAdaptRun:
         result = None
         if self.config.long_epochs > 0:
             result = self._fine_tune(model, self._seed(self.state["iteration"], 999), epochs=self.config.long_epochs,
-                                     lr=self.config.long_lr, test=True, progress=self.progress)
+                                     lr=self.config.long_lr, test=True, progress=self.progress,
+                                     warmup_steps=None)  # the trainer's default warmup: a restart of the schedule
             val_acc, test_acc, steps = result.val_acc, result.test_acc, result.steps
         else:
             from nas.train import evaluate
@@ -456,6 +477,7 @@ def netadapt_checkpoint(checkpoint: str | Path, table: str | Path, config: NetAd
 
     target = Target.parse(config.target)
     metrics = load_checkpoint(checkpoint).metrics
+    config = config.resolved_for(metrics)
     spec, model = load_model(checkpoint)
     latency = TableLatency(table, allow_foreign=allow_foreign, progress=progress)
     try:
