@@ -52,6 +52,12 @@ def _iteration_settings(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in FINAL_SETTINGS}
 
 
+def stored_settings(state: dict[str, Any]) -> dict[str, Any]:
+    """The settings a saved run (``state.json``) was made with; runs from before the optimizer
+    setting fine-tuned with SGD."""
+    return {"optimizer": "sgd", **((state.get("identity") or {}).get("config") or {})}
+
+
 # --- configuration ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -244,17 +250,15 @@ class NetAdaptRun:
 
     @staticmethod
     def _stored_identity(state: dict[str, Any]) -> dict[str, Any]:
-        identity = dict(state.get("identity") or {})
-        identity["config"] = {"optimizer": "sgd", **_iteration_settings(identity.get("config") or {})}
-        return identity  # runs from before the optimizer setting fine-tuned with SGD
+        return {**(state.get("identity") or {}), "config": _iteration_settings(stored_settings(state))}
 
     def _reopen_final_if_changed(self) -> None:
         """A finished run asked for another long fine-tune: drop the old final, keep the iterations."""
         final = self.state.get("final")
         if final is None:
             return
-        stored_config = self.state["identity"]["config"]  # runs from before "settings" kept them there
-        done_with = final.get("settings") or {k: stored_config.get(k) for k in FINAL_SETTINGS}
+        stored = stored_settings(self.state)  # runs from before "settings" kept them there
+        done_with = final.get("settings") or {k: stored.get(k) for k in FINAL_SETTINGS}
         if done_with == self._final_settings():
             return
         self.state["train_steps"] -= final.get("long_steps", 0)
