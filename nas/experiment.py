@@ -12,7 +12,7 @@ Example (``experiments/fashion_mnist.yaml``)::
     out: ../runs/fashion_mnist
     data: {name: fashion-mnist, val_fraction: 0.05, subset: 10000}
     proxy: {steps: 100, batch_size: 64, optimizer: adamw, pruner: median}
-    latency: {table: ../latency_tables/fashion_mnist_onnxruntime_t1}
+    latency: {table: ../latency_tables/fashion_mnist}   # this machine's table (built on first use)
     reward: {target_ms: baseline, preset: hard}   # or a number of ms; or alpha/beta
     search: {strategy: rl, n_trials: 40, timeout_min: 55, seed: 0}
 """
@@ -64,11 +64,15 @@ class ProxySection:
 
 @dataclass(frozen=True)
 class LatencySection:
-    """``source: table`` predicts from ``table``; ``source: measure`` times every candidate."""
+    """``source: table`` predicts from ``table``; ``source: measure`` times every candidate.
+
+    ``table``: one table folder, or a space's folder of tables (``latency_tables/SPACE``) from which
+    the table of ``device`` is used: ``this`` machine's (built there on first use) or another
+    device's id (the search then optimises for that device; nothing is measured here)."""
 
     table: str | None = None
     source: str = "table"
-    allow_foreign: bool = False
+    device: str = "this"
     threads: int = 1
     measure_best: bool = True
 
@@ -255,6 +259,10 @@ def _check(exp: Experiment) -> None:
     if lat.source == "table" and lat.table is None:
         raise _fail(s, "latency.table: missing (or set latency.source: measure)")
     _number(s, "latency.threads", lat.threads, integer=True, minimum=1, optional=False)
+    if not isinstance(lat.device, str) or not lat.device:
+        raise _fail(s, "latency.device: expected 'this' or a device id")
+    if lat.source == "measure" and lat.device != "this":
+        raise _fail(s, "latency.source: measure times candidates on this machine; it needs latency.device: this")
     if r.target_ms is None:
         raise _fail(s, "reward.target_ms: missing (the latency target T in ms)")
     if r.target_ms != "baseline":
@@ -361,16 +369,33 @@ def load_experiment(path: str | Path, check_files: bool = True) -> Experiment:
 
 
 def check_experiment_files(exp: Experiment) -> None:
-    """The space loads; the latency table exists and was built for this space."""
+    """The space loads; a latency table named directly exists and was built for this space (a space's
+    folder of tables is resolved when the experiment runs: this machine's table may be built then)."""
     space = exp.load_space()
     if exp.latency.table is None:
         return
     table = Path(exp.latency.table)
-    if not table.exists():
-        raise _fail(exp.source, f"latency.table: not found: {table}")
-    from nas.latency import load_table
+    from nas.latency.table import is_table, load_table
 
+    if not is_table(table):
+        if table.exists() and not table.is_dir():
+            raise _fail(exp.source, f"latency.table: {table} is neither a table folder nor a folder of tables")
+        if not table.exists() and not table.parent.is_dir():
+            raise _fail(exp.source, f"latency.table: not found: {table}")
+        return
     built_for = load_table(table).space_hash
     if built_for != space.hash:
         raise _fail(exp.source, f"latency.table {table} was built for another space (space hash {built_for}, "
                                 f"{space.name} has {space.hash})")
+
+
+def with_resolved_table(exp: Experiment, progress: bool = True) -> Experiment:
+    """``exp`` with ``latency.table`` set to the one table its target device uses: found in the
+    space's folder of tables, or (target: this machine) built there first."""
+    if exp.latency.table is None:
+        return exp
+    from nas.latency.catalog import resolve_table
+
+    table = resolve_table(exp.latency.table, exp.load_space(), device=exp.latency.device,
+                          threads=exp.latency.threads, progress=progress)
+    return dataclasses.replace(exp, latency=dataclasses.replace(exp.latency, table=str(table)))

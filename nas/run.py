@@ -127,14 +127,15 @@ def stage_train(exp: Experiment, best: ArchSpec, progress: bool) -> Callable[[Pa
 def stage_netadapt(exp: Experiment, checkpoint: str, progress: bool) -> Callable[[Path], dict]:
     def work(folder: Path) -> dict:
         from nas.netadapt import NetAdaptConfig, netadapt_checkpoint
+        from nas.netadapt.loop import OVERLAY
         from nas.train import evaluate, load_model
 
         n = exp.netadapt
         config = NetAdaptConfig(target=str(n.target), short_steps=n.short_steps, long_epochs=n.long_epochs,
                                 delta_fraction=n.delta_fraction, select=n.select, seed=exp.train.seed)
         result = netadapt_checkpoint(checkpoint, exp.latency.table, config, folder, data=exp.data.name,
-                                     data_dir=exp.data.data_dir, subset=n.subset,
-                                     allow_foreign=exp.latency.allow_foreign, progress=progress,
+                                     data_dir=exp.data.data_dir, subset=n.subset, progress=progress,
+                                     overlay=folder.parent / OVERLAY,
                                      threads=exp.train.threads, val_fraction=exp.data.val_fraction,
                                      data_seed=exp.data.seed)
         summary = result.summary()
@@ -187,10 +188,14 @@ def stage_reference(exp: Experiment, progress: bool) -> Callable[[Path], dict]:
 
 # --- the report --------------------------------------------------------------------------------------
 
-def network_rows(exp: Experiment, stages: dict[str, dict], progress: bool) -> list[dict[str, Any]]:
+def network_rows(exp: Experiment, stages: dict[str, dict], out: Path, progress: bool) -> list[dict[str, Any]]:
     """One row per network: test accuracy, size, predicted latency and latency measured end to end
-    (all networks timed interleaved in one run, the table's protocol)."""
+    (all networks timed interleaved in one run, the table's protocol). Units the table lacks (the
+    width variants' widths) are measured into the run's overlay; for another device's table nothing is
+    measured here, and a row whose units that table lacks has no prediction."""
     from nas.latency import MeasureConfig, ensure_entries, load_predictor, load_table, measure_specs
+    from nas.latency.catalog import measures_here
+    from nas.netadapt.loop import OVERLAY
 
     nets: dict[str, tuple[ArchSpec, float | None]] = {
         "found (search)": (ArchSpec.from_string(stages["train"]["spec"]), stages["train"]["test_acc"]),
@@ -199,16 +204,29 @@ def network_rows(exp: Experiment, stages: dict[str, dict], progress: bool) -> li
     for name, ref in stages["reference"].items():
         nets[name] = (ArchSpec.from_string(ref["spec"]), ref["test_acc"])
     specs = [spec for spec, _ in nets.values()]
-    table = exp.latency.table
-    ensure_entries(table, specs, progress=progress)  # width variants may use widths the space lacks
-    predictor = load_predictor(table, allow_foreign=exp.latency.allow_foreign)
-    measured = measure_specs(specs, MeasureConfig.for_table(load_table(table)))
+    table, overlay = exp.latency.table, out / OVERLAY
+    here = measures_here(table)
+    if here:
+        ensure_entries(table, specs, progress=progress, overlay=overlay)  # width variants may use new widths
+        measured = measure_specs(specs, MeasureConfig.for_table(load_table(table)))
+    predictor = load_predictor(table, overlay=overlay)
     rows = []
-    for (name, (spec, acc)), m in zip(nets.items(), measured):
+    for i, (name, (spec, acc)) in enumerate(nets.items()):
         rows.append({"network": name, "test_acc": acc, "params": count_params(spec), "madds": count_madds(spec),
-                     "predicted_ms": predictor.predict(spec), "measured_ms": m.median_ms, "iqr_ms": m.iqr_ms,
-                     "spec": spec.to_string()})
+                     "predicted_ms": _predicted_or_none(predictor, spec),
+                     "measured_ms": measured[i].median_ms if here else None,
+                     "iqr_ms": measured[i].iqr_ms if here else None, "spec": spec.to_string(),
+                     "device": predictor.device_id})
     return rows
+
+
+def _predicted_or_none(predictor, spec: ArchSpec) -> float | None:
+    from nas.latency import MissingEntryError
+
+    try:
+        return float(predictor.predict(spec))
+    except MissingEntryError:  # another device's table without this network's widths
+        return None
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: dict[str, Callable[[Any], str]]) -> str:
@@ -223,8 +241,8 @@ REPORT_COLUMNS: dict[str, Callable[[dict], str]] = {
     "test acc": lambda r: "-" if r["test_acc"] is None else f"{100 * r['test_acc']:.2f} %",
     "params": lambda r: f"{r['params']:,}",
     "MAdds": lambda r: f"{r['madds'] / 1e6:.2f} M",
-    "predicted ms": lambda r: f"{r['predicted_ms']:.3f}",
-    "measured ms": lambda r: f"{r['measured_ms']:.3f}",
+    "predicted ms": lambda r: "-" if r["predicted_ms"] is None else f"{r['predicted_ms']:.3f}",
+    "measured ms": lambda r: "-" if r["measured_ms"] is None else f"{r['measured_ms']:.3f}",
 }
 
 
@@ -243,7 +261,7 @@ def target_ms(exp: Experiment, search: dict) -> float:
         return float(search["baseline"]["latency_ms"])
     from nas.latency import load_predictor
 
-    return load_predictor(exp.latency.table, allow_foreign=exp.latency.allow_foreign).predict(exp.load_space().baseline)
+    return load_predictor(exp.latency.table).predict(exp.load_space().baseline)
 
 
 def write_report(exp: Experiment, out: Path, stages: dict[str, dict], rows: list[dict[str, Any]]) -> Path:
@@ -260,10 +278,14 @@ def write_report(exp: Experiment, out: Path, stages: dict[str, dict], rows: list
     target = target_ms(exp, search)
     named_target = f" (the {exp.reward.target_ms}'s predicted latency)" if isinstance(exp.reward.target_ms, str) else ""
     timed = [f"{name} {s / 60:.1f}" for name, s in read_stage_seconds(out).items()]
+    device = rows[0]["device"] if rows else "?"
+    here = all(r["measured_ms"] is not None for r in rows)
+    where = " (this machine)" if here else " (another device: latencies predicted for it, nothing measured here)"
     lines = [
         f"# Report: {exp.name}", "",
         f"- experiment: `{exp.source}`; space: `{exp.space}`; data: {exp.data.name}",
-        f"- latency table: `{exp.latency.table}`; reward: target {target:.3f} ms{named_target}, preset {exp.reward.preset}",
+        f"- latency table: `{exp.latency.table}`, device `{device}`{where}; reward: target {target:.3f} ms{named_target}, "
+        f"preset {exp.reward.preset}",
         f"- search: {search['n_trials']} trials, strategy {exp.search.strategy}; study `{search.get('study')}`",
         f"- NetAdapt: start {na['start_ms']:.3f} ms (predicted) -> {na['final_predicted_ms']:.3f} ms predicted, "
         f"{na['final_measured_ms'] or float('nan'):.3f} ms measured, {na['iterations']} iterations",
@@ -272,7 +294,9 @@ def write_report(exp: Experiment, out: Path, stages: dict[str, dict], rows: list
         *([f"- minutes per stage (the run that finished it): {', '.join(timed)}"] if timed else []), "",
         "## Networks", "",
         "Test accuracy on the test split; latency predicted from the table and measured end to end "
-        "(onnxruntime, the table's threads, batch 1, all networks interleaved in one run).", "",
+        "(onnxruntime, the table's threads, batch 1, all networks interleaved in one run)."
+        + ("" if here else f" Measured: skipped, the table is of device `{device}`, not this machine; measure the "
+                           f"exported model there (`nas latency measure model.onnx`)."), "",
         markdown_table(rows, REPORT_COLUMNS), "",
     ]
     for title, name in figures.items():
@@ -293,6 +317,9 @@ def run_experiment(exp: Experiment, progress: bool = True, log: Callable[[str], 
     """Run (or resume) every stage of ``exp`` and write ``report.md`` in its output folder."""
     if exp.latency.table is None:
         raise NasError("nas run needs latency.table in the experiment (NetAdapt and the report use it)")
+    from nas.experiment import with_resolved_table
+
+    exp = with_resolved_table(exp, progress)  # the target device's table; this machine's is built on first use
     out = Path(exp.out)
     out.mkdir(parents=True, exist_ok=True)
     stages: dict[str, dict] = {}
@@ -304,7 +331,7 @@ def run_experiment(exp: Experiment, progress: bool = True, log: Callable[[str], 
     stages["reference"] = run_stage(out, "reference", stage_reference(exp, progress), log)
 
     def report(folder: Path) -> dict:
-        rows = network_rows(exp, stages, progress)
+        rows = network_rows(exp, stages, out, progress)
         (folder / "networks.json").write_text(json.dumps(rows, indent=2) + "\n")
         import pandas as pd
 

@@ -40,3 +40,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def fashion_tables(tmp_path_factory) -> Path:
+    """A Fashion-MNIST folder of tables holding one of this machine (a copy of a shipped table made
+    this machine's) and the shipped AMD EPYC table; a test never builds the whole space's table."""
+    import shutil
+
+    from tests.latency_helpers import SHIPPED_FASHION, SHIPPED_FASHION_AMD, as_this_machines_table
+
+    folder = tmp_path_factory.mktemp("tables") / "fashion_mnist"
+    as_this_machines_table(SHIPPED_FASHION, folder)
+    shutil.copytree(SHIPPED_FASHION_AMD, folder / SHIPPED_FASHION_AMD.name)
+    return folder
+
+
+@pytest.fixture
+def tiny_test_experiment(tmp_path, fashion_tables) -> Path:
+    """experiments/tiny_test.yaml with its table folder set to :func:`fashion_tables`."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "experiments" / "tiny_test.yaml").read_text())
+    data["space"] = str(ROOT / "search_spaces" / "fashion_mnist.yaml")
+    data["latency"]["table"] = str(fashion_tables)
+    data["out"] = str(tmp_path / "tiny_test_out")
+    path = tmp_path / "tiny_test.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

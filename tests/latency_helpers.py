@@ -24,3 +24,28 @@ def write_space(directory: Path, text: str = TINY_SPACE, name: str = "tiny.yaml"
     path = directory / name
     path.write_text(text)
     return path
+
+
+SHIPPED_TABLES = Path(__file__).resolve().parents[1] / "latency_tables"
+SHIPPED_FASHION = SHIPPED_TABLES / "fashion_mnist" / "intel-xeon-2.80ghz-2c-ort1.32.0-t1-74165aa5"
+SHIPPED_FASHION_AMD = SHIPPED_TABLES / "fashion_mnist" / "amd-epyc-2c-ort1.32.0-t1-5726d391"
+
+
+def as_this_machines_table(source: Path, folder: Path) -> Path:
+    """A copy of a shipped table made to belong to this machine: ``folder/<this device id>/`` with the
+    source's entries and its meta's device replaced by this machine's fingerprint. For tests that need
+    a complete table of this machine without measuring 3,000 units (the numbers are the source
+    device's; the tests check behaviour, not latencies). Returns the copy."""
+    import json
+    import shutil
+
+    from nas.latency.device import this_device
+
+    meta = json.loads((source / "meta.json").read_text())
+    device = this_device(meta["device"]["runtime"], meta["device"]["threads"])
+    target = folder / device["id"]
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / "entries.csv", target / "entries.csv")
+    meta["device"] = device
+    (target / "meta.json").write_text(json.dumps(meta, indent=2))
+    return target

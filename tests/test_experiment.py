@@ -10,7 +10,7 @@ from nas.errors import NasError
 from nas.experiment import SECTIONS, load_experiment
 
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
-TABLE = ROOT / "latency_tables" / "fashion_mnist_onnxruntime_t1"
+from tests.latency_helpers import SHIPPED_FASHION as TABLE
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])

@@ -131,19 +131,41 @@ def test_entries_added_later_are_scaled_by_retimed_anchors(tiny, tmp_path, monke
     assert table.meta["additions"][-1]["drift_scales"] == [2.0] and table.meta["additions"][-1]["units"] == 1
 
 
-def test_foreign_table_refused_then_allowed_with_warning(tiny, tmp_path):
+def test_another_devices_table_predicts_for_it_and_refuses_measurements_here(tiny, tmp_path):
+    from nas.latency import validate_table
+    from nas.latency.device import device_id
+
     _, path = tiny
     path = copy_table(path, tmp_path)
     meta = json.loads((path / META).read_text())
     meta["device"]["cpu_model"] = "Some ARM board"
     (path / META).write_text(json.dumps(meta))
-    with pytest.raises(ForeignTableError, match="cpu_model 'Some ARM board'"):
-        load_predictor(path)
-    with pytest.warns(UserWarning, match="another device"):
-        predictor = load_predictor(path, allow_foreign=True)
-    assert predictor.predict(_baseline()) > 0
-    with pytest.raises(ForeignTableError, match="threads"):
-        load_predictor(copy_table(tiny[1], tmp_path / "t"), threads=2)
+    predictor = load_predictor(path)  # prediction for that device: no flag needed
+    assert predictor.predict(_baseline()) == pytest.approx(load_predictor(tiny[1]).predict(_baseline()))
+    assert predictor.device_id == device_id(meta["device"]) and predictor.device_id.startswith("some-arm-board-")
+    narrow = ArchSpec.from_string("in8x1 stem_c8_k3_s1_re ir_k3_e16_c8_s2_re last_c16_re head_c0_re_d0 cls3")
+    with pytest.raises(ForeignTableError, match=r"device some-arm-board-.*this machine is .*lacks 1 unit\(s\): "
+                                                 r"block:r8_i8_e16.*nas lut build --spec"):
+        ensure_entries(path, [narrow], progress=False, overlay=tmp_path / "overlay")
+    assert not (tmp_path / "overlay").exists()
+    with pytest.raises(ForeignTableError, match="validate"):
+        validate_table(path, samples=3)
+    with pytest.raises(ForeignTableError, match="measure networks here"):
+        MeasureConfig.comparable_with(path)
+    assert ensure_entries(path, [_baseline()], progress=False) == 0  # nothing missing: nothing to refuse
+
+
+def test_overlay_takes_a_runs_new_units_and_leaves_the_table_alone(tiny, tmp_path):
+    path = copy_table(tiny[1], tmp_path)
+    before = (path / ENTRIES).read_bytes()
+    narrow = ArchSpec.from_string("in8x1 stem_c8_k3_s1_re ir_k3_e16_c8_s2_re last_c16_re head_c0_re_d0 cls3")
+    overlay = tmp_path / "run" / "latency_units"
+    assert ensure_entries(path, [narrow], progress=False, overlay=overlay) == 1
+    assert (path / ENTRIES).read_bytes() == before
+    with pytest.raises(MissingEntryError):
+        load_predictor(path).predict(narrow)
+    assert load_predictor(path, overlay=overlay).predict(narrow) > 0
+    assert ensure_entries(path, [narrow], progress=False, overlay=overlay) == 0
 
 
 def _baseline():
@@ -152,7 +174,10 @@ def _baseline():
 
 @pytest.mark.parametrize("damage, message", [
     (lambda text: text + "block:r8,oops\n", "corrupt table CSV"),
-    (lambda text: text.replace("median_ms", "median"), "missing column 'median_ms'"),
+    (lambda text: text.replace("median_ms", "median"), "the header is not"),
+    (lambda text: text.replace(",100\n", ",100,extra\n", 1), "row 2 has 16 fields"),
+    (lambda text: text.replace(",100\n", ",100\n", 1).replace("\n", "\n", 1).replace(
+        text.splitlines()[1].split(",")[-3], "inf", 1), "not a finite"),
     (lambda text: text.replace(",100\n", ",abc\n", 1), "runs 'abc'"),
     (lambda text: text + text.splitlines()[1] + "\n", "appears twice"),
 ])
@@ -164,10 +189,19 @@ def test_corrupt_csv_is_one_clear_error(tiny, tmp_path, damage, message):
         load_table(path)
 
 
-def test_torn_last_line_from_a_kill_is_dropped(tiny, tmp_path):
+def test_torn_last_line_is_ignored_by_readers_and_cut_by_the_next_writer(tiny, tmp_path):
+    from nas.latency.standalone_measure import Measurement
+    from nas.latency.table import TableWriter
+
     path = copy_table(tiny[1], tmp_path)
     csv = path / ENTRIES
     n = len(load_table(path))
-    csv.write_text(csv.read_text() + "block:r8_i8_e8_o8_k3_s2_se0_relu_res0,blo")  # killed mid-write
+    torn = csv.read_text() + "block:r8_i8_e8_o8_k3_s2_se0_relu_res0,blo-TORN"  # killed mid-write
+    csv.write_text(torn)
     assert len(load_table(path)) == n
-    assert csv.read_text().endswith("\n")
+    assert csv.read_text() == torn  # a reader never writes
+    narrow = ArchSpec.from_string("in8x1 stem_c8_k3_s1_re ir_k3_e16_c8_s2_re last_c16_re head_c0_re_d0 cls3")
+    key = next(k for k in unit_keys(narrow) if "_e16_" in k.id)
+    with TableWriter(path, {}) as writer:
+        assert writer.append(key, Measurement(0.01, 0.001, 100))
+    assert len(load_table(path)) == n + 1 and "TORN" not in csv.read_text()

@@ -11,12 +11,12 @@ from nas.experiment import experiment_from_dict
 from nas.run import STAGES, run_experiment
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
-TABLE = ROOT / "latency_tables" / "fashion_mnist_onnxruntime_t1"
+from tests.latency_helpers import SHIPPED_FASHION, as_this_machines_table
 
 
 def tiny_experiment(tmp_path: Path) -> dict:
-    table = tmp_path / "table"
-    shutil.copytree(TABLE, table)  # NetAdapt and the report add narrower widths to the table
+    table = tmp_path / "tables"
+    as_this_machines_table(SHIPPED_FASHION, table)  # a folder of tables with one of this machine
     return {
         "name": "tiny_run", "space": str(ROOT / "search_spaces" / "fashion_mnist.yaml"), "out": str(tmp_path / "out"),
         "data": {"name": "fashion-mnist", "val_fraction": 0.02, "subset": 256, "seed": 0},
@@ -62,10 +62,17 @@ def test_pipeline_writes_report(finished_run):
     seconds = json.loads((out / "stage_seconds.json").read_text())
     assert set(STAGES) - {"report"} <= set(seconds) and all(s > 0 for s in seconds.values())
     assert "- minutes per stage (the run that finished it): search " in report
-    from nas.latency import load_predictor
+    from nas.latency import find_table, load_predictor
+    from nas.latency.device import this_device
 
-    target = load_predictor(exp.latency.table).predict(exp.load_space().baseline)
+    table = find_table(exp.latency.table)
+    target = load_predictor(table).predict(exp.load_space().baseline)
     assert f"reward: target {target:.3f} ms (the baseline's predicted latency)" in report
+    assert f"device `{this_device()['id']}` (this machine)" in report
+    assert all(row["device"] == this_device()["id"] for row in result.rows)
+    before = (table / "entries.csv").read_bytes()
+    assert (out / "latency_units" / "entries.csv").is_file()  # NetAdapt's widths: the run's overlay
+    assert (table / "entries.csv").read_bytes() == before
 
 
 def test_rerun_skips_finished_stages(finished_run, monkeypatch):

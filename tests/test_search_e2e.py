@@ -18,14 +18,19 @@ from optuna.trial import TrialState
 
 from conftest import ROOT, run_cli
 
-TINY = ROOT / "experiments" / "tiny_test.yaml"
 
 
 def load(db: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
 
 
-def test_sigkill_mid_search_then_rerun_loses_at_most_that_trial(tmp_path):
+def test_sigkill_mid_search_then_rerun_loses_at_most_that_trial(tmp_path, tiny_test_experiment):
+    import yaml
+
+    TINY = tiny_test_experiment
+    data = yaml.safe_load(TINY.read_text())
+    data["proxy"]["steps"] = 20  # trials long enough to be seen running on a fast CPU (polled every 20 ms)
+    TINY.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "nas", "search", str(TINY), "--out", str(out), "--trials", "3", "--no-measure"]
     child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -43,7 +48,7 @@ def test_sigkill_mid_search_then_rerun_loses_at_most_that_trial(tmp_path):
                     killed_in = running[0].number
                     os.kill(child.pid, signal.SIGKILL)
                     break
-            time.sleep(0.2)
+            time.sleep(0.02)
     finally:
         child.kill()
         child.wait()
@@ -70,7 +75,8 @@ def test_sigkill_mid_search_then_rerun_loses_at_most_that_trial(tmp_path):
     assert json.loads((out / "best_spec.json").read_text())
 
 
-def test_optuna_dashboard_serves_our_trials(tmp_path):
+def test_optuna_dashboard_serves_our_trials(tmp_path, tiny_test_experiment):
+    TINY = tiny_test_experiment
     optuna_dashboard = pytest.importorskip("optuna_dashboard")
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", dest="formats", action="append", choices=FORMATS, required=True,
                    help="repeat for several formats")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--table", help="latency table folder: adds the predicted latency to the card")
+    p.add_argument("--table", help="latency table folder, or a space's folder of tables (this machine's is used, built "
+                                   "first if missing): adds the predicted latency to the card")
     p.add_argument("--data", help="dataset (fashion-mnist, cifar10, folder): needed for onnx-int8; also gives "
                                   "class names and normalisation")
     p.add_argument("--data-dir", help="dataset folder")
@@ -35,7 +36,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.export import export
 
-    result = export(args.source, args.out, args.formats, table=args.table, data=args.data, data_dir=args.data_dir,
+    table = None
+    if args.table:
+        from nas.latency.catalog import resolve_table
+
+        table = str(resolve_table(args.table, progress=not args.no_progress))
+    result = export(args.source, args.out, args.formats, table=table, data=args.data, data_dir=args.data_dir,
                     measure=not args.no_measure, threads=args.threads, calibration_images=args.calibration_images,
                     eval_images=args.eval_images, seed=args.seed, progress=not args.no_progress)
     summary = result.summary()

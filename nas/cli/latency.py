@@ -10,9 +10,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     lat_sub = lat.add_subparsers(dest="latency_command", required=True, metavar="ACTION")
 
     pred = lat_sub.add_parser("predict", help="latency of a spec from a lookup table")
-    pred.add_argument("table", metavar="TABLE")
+    pred.add_argument("table", metavar="TABLE", help="a table folder (any device's), or a space's folder of tables")
     pred.add_argument("spec", metavar="SPEC", help="spec JSON, spec string, space YAML (baseline) or checkpoint")
-    pred.add_argument("--allow-foreign-table", action="store_true")
+    pred.add_argument("--device", default="this",
+                      help="with a space's folder: the device whose table to use (default: this machine)")
     pred.add_argument("--breakdown", action="store_true", help="also print every unit's entry")
     pred.add_argument("--json", action="store_true")
     pred.set_defaults(func=cmd_predict)
@@ -28,26 +29,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency import load_predictor
+    from nas.latency.catalog import resolve_table
     from nas.spec import load_spec_arg
 
     spec = load_spec_arg(args.spec)
-    predictor = load_predictor(args.table, allow_foreign=args.allow_foreign_table)
+    predictor = load_predictor(resolve_table(args.table, device=args.device, build=False))
     ms = predictor.predict(spec)
     if args.json:
-        out = {"predicted_ms": ms, "raw_sum_ms": predictor.raw_sum(spec), "spec_hash": spec.hash}
+        out = {"predicted_ms": ms, "raw_sum_ms": predictor.raw_sum(spec), "spec_hash": spec.hash,
+               "device": predictor.device_id, "table": str(predictor.table.path)}
         if args.breakdown:
             out["units"] = predictor.unit_breakdown(spec).to_dict("records")
         print_json(out)
         return 0
     if args.breakdown:
         print(predictor.unit_breakdown(spec).to_string(index=False))
-    print(f"predicted latency: {ms:.4f} ms ({predictor.table.runtime}, {predictor.table.threads} thread(s))")
+    print(f"predicted latency: {ms:.4f} ms on device {predictor.device_id} ({predictor.table.runtime}, "
+          f"{predictor.table.threads} thread(s))")
     return 0
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency import MeasureConfig, measure_onnx, measure_spec
+    from nas.latency.device import this_device
     from nas.spec import load_spec_arg
 
     config = MeasureConfig(runtime=args.runtime, threads=args.threads)
@@ -57,7 +62,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         m = measure_spec(load_spec_arg(args.model), config)
     if args.json:
         print_json({"median_ms": m.median_ms, "iqr_ms": m.iqr_ms, "runs": m.runs, "runtime": config.runtime,
-                    "threads": config.threads})
+                    "threads": config.threads, "device": this_device(config.runtime, config.threads)["id"]})
     else:
         print(f"median {m.median_ms:.4f} ms, IQR {m.iqr_ms:.4f} ms over {m.runs} runs "
               f"({config.runtime}, {config.threads} thread(s))")

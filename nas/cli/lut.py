@@ -50,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     build = lut_sub.add_parser("build", help="measure every unit of a space on this machine (resumable)")
     _what_options(build)
     _measure_options(build)
-    build.add_argument("--out", required=True, metavar="DIR", help="table folder (rerun to resume)")
+    build.add_argument("--out", metavar="DIR",
+                       help="table folder (rerun to resume); default with --space: this machine's table in the "
+                            "space's folder, latency_tables/SPACE/DEVICE-ID (found complete: nothing is measured)")
     build.add_argument("--no-progress", action="store_true")
     build.add_argument("--json", action="store_true")
     build.set_defaults(func=cmd_build)
@@ -73,7 +75,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--samples", type=int, default=50)
     val.add_argument("--seed", type=int, default=0)
     val.add_argument("--out", metavar="DIR", help="write validation.csv/.json/.png here")
-    val.add_argument("--allow-foreign-table", action="store_true")
     val.add_argument("--json", action="store_true")
     val.add_argument("--no-progress", action="store_true")
     val.set_defaults(func=cmd_validate)
@@ -92,20 +93,29 @@ def cmd_build(args: argparse.Namespace) -> int:
     from nas.errors import NasError
     from nas.latency import build_table, load_table
 
+    from nas.latency.catalog import default_table_folder
+    from nas.latency.device import this_device
+
     config = _protocol_config(args, runtime=args.runtime, group=args.group)
     space, specs = _inputs(args)
     if space is None and not specs:
         raise NasError("give --space SPACE.yaml and/or --spec SPEC")
+    if args.out is None and space is None:
+        raise NasError("give --out DIR (the table folder) when building from --spec alone")
+    device = this_device(config.runtime, config.threads)["id"]
+    out = args.out or default_table_folder(space) / device
     start = time.perf_counter()
-    directory = build_table(args.out, space, specs, config, narrower=args.narrower, progress=not args.no_progress)
+    directory = build_table(out, space, specs, config, narrower=args.narrower,
+                            progress=not args.no_progress)
     table = load_table(directory)
-    summary = {"table": str(directory), "entries": len(table), "seconds": round(time.perf_counter() - start, 1),
+    summary = {"table": str(directory), "device": table.device_id, "entries": len(table),
+               "seconds": round(time.perf_counter() - start, 1),
                "build_seconds_total": table.meta.get("build_seconds"),
                "calibration_fit_max_abs_error": (table.calibration or {}).get("fit_max_abs_error")}
     if args.json:
         print_json(summary)
     else:
-        print(f"table {directory}: {summary['entries']} entries, {summary['seconds']} s this run "
+        print(f"table {directory} (device {summary['device']}): {summary['entries']} entries, {summary['seconds']} s this run "
               f"({summary['build_seconds_total']} s measuring in total)")
     return 0
 
@@ -139,8 +149,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency.validate import validate_table
 
-    result = validate_table(args.table, samples=args.samples, seed=args.seed, out_dir=args.out,
-                            allow_foreign=args.allow_foreign_table, progress=not args.no_progress and not args.json)
+    from nas.latency.catalog import resolve_table
+
+    table = resolve_table(args.table, build=False)
+    result = validate_table(table, samples=args.samples, seed=args.seed, out_dir=args.out,
+                            progress=not args.no_progress and not args.json)
     s = result.summary()
     if args.json:
         print_json(s)

@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "briefly and keeps the best; then fine-tunes the result long. Rerun the same "
                                    "command to resume an interrupted run.")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by nas train --out")
-    p.add_argument("--table", required=True, help="latency table folder (or its CSV) of this device")
+    p.add_argument("--table", required=True,
+                   help="latency table folder, or a space's folder of tables (then this machine's is used, built "
+                        "first if missing); another device's table predicts for that device")
     p.add_argument("--target", required=True, help="fraction of the starting latency (0.8) or milliseconds (3.5ms)")
     p.add_argument("--short-steps", type=int, default=100, help="fine-tuning steps per proposal (default 100)")
     p.add_argument("--long-epochs", type=float, default=1.0, help="final fine-tuning epochs (default 1)")
@@ -32,7 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subset", type=int, help="train on this many images only (seeded)")
     p.add_argument("--threads", type=int, help="torch intra-op threads for training")
     p.add_argument("--no-measure", action="store_true", help="skip the end-to-end latency measurements")
-    p.add_argument("--allow-foreign-table", action="store_true", help="use a table measured on another device")
     p.add_argument("--out", help="output folder (default: experiments/netadapt-<start spec hash>)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_netadapt(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.netadapt import NetAdaptConfig, netadapt_checkpoint
+    from nas.latency.catalog import resolve_table
     from nas.train import load_checkpoint
 
     config = NetAdaptConfig(target=args.target, short_steps=args.short_steps, long_epochs=args.long_epochs,
@@ -49,8 +51,9 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, lr=args.lr, long_lr=args.long_lr, seed=args.seed,
                             optimizer=args.optimizer)
     out = args.out or f"experiments/netadapt-{load_checkpoint(args.checkpoint).spec.hash}"
-    result = netadapt_checkpoint(args.checkpoint, args.table, config, out, data=args.data, data_dir=args.data_dir,
-                                 subset=args.subset, allow_foreign=args.allow_foreign_table,
+    table = resolve_table(args.table, progress=not args.no_progress)
+    result = netadapt_checkpoint(args.checkpoint, table, config, out, data=args.data, data_dir=args.data_dir,
+                                 subset=args.subset,
                                  measure=not args.no_measure, progress=not args.no_progress, threads=args.threads)
     summary = result.summary()
     if args.json:

@@ -73,12 +73,14 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines += ["", "## Latency", ""]
     predicted = lat.get("predicted")
     if predicted:
-        lines.append(f"Predicted from table `{predicted['table']}`: {_ms(predicted['ms'])}.")
+        lines.append(f"Predicted for device `{predicted.get('device')}` from table `{predicted['table']}`: "
+                     f"{_ms(predicted['ms'])}.")
     else:
         lines.append("Predicted: no latency table given.")
     measured = lat.get("measured")
     if measured:
-        lines += ["", f"Measured on this machine ({measured['runtime']}, {measured['threads']} thread(s), batch 1, "
+        lines += ["", f"Measured on this machine, device `{measured.get('device')}` ({measured['runtime']}, "
+                      f"{measured['threads']} thread(s), batch 1, "
                       f"protocol {measured['protocol']}):", "",
                   "| model | median | IQR | runs |", "| --- | --- | --- | --- |"]
         for name, m in measured["models"].items():
@@ -87,7 +89,7 @@ def card_markdown(card: dict[str, Any]) -> str:
             lines += ["", "Warning: IQR/median above the protocol's limit: the machine was busy; re-measure "
                           "on a quiet machine before relying on these figures."]
     else:
-        lines.append("Measured: not measured (--no-measure).")
+        lines.append(f"Measured: {lat.get('not_measured') or 'not measured'}.")
     lines += ["", "## Accuracy", ""]
     if acc and acc.get("checkpoint"):
         ck = acc["checkpoint"]

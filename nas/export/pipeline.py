@@ -78,7 +78,8 @@ class ExportResult:
 
     def summary(self) -> dict[str, Any]:
         return {"files": [str(f) for f in self.files], "max_abs_diff": self.max_abs_diff,
-                "measured_ms": self.measured_ms, "predicted_ms": self.predicted_ms, "checks": self.checks,
+                "measured_ms": self.measured_ms, "predicted_ms": self.predicted_ms,
+                "device": (self.card.get("latency", {}).get("predicted") or {}).get("device"), "checks": self.checks,
                 "int8": self.card.get("int8"), "out": str(self.out)}
 
 
@@ -96,7 +97,9 @@ def export(source: str | Path, out: str | Path, formats: tuple[str, ...] | list[
 
     loaded = load_source(source, seed=config.seed)
     spec = loaded.spec
-    predicted_ms = _predict(config.table, spec) if config.table else None  # a bad table fails before any work
+    predicted = _predict(config.table, spec) if config.table else None  # a bad table fails before any work
+    predicted_ms = predicted["ms"] if predicted else None
+    foreign = bool(predicted) and not predicted["this_machine"]
     splits = _load_data(config, spec) if config.data else None
     normalization = _normalization(loaded.metrics, splits)
     job = _Job(loaded, config, splits, normalization, _metadata(spec, splits, normalization))
@@ -109,7 +112,7 @@ def export(source: str | Path, out: str | Path, formats: tuple[str, ...] | list[
             _write_format(job, fmt, out / FILE_NAMES[fmt])
             bar.update()
         measured = None
-        if config.measure:
+        if config.measure and not foreign:  # a time taken here is no latency of the table's device
             bar.set_description("measure latency")
             job.ensure_fp32()
             timed = {"fp32": job.fp32} | ({"int8": job.files["onnx-int8"]} if "onnx-int8" in job.files else {})
@@ -118,7 +121,7 @@ def export(source: str | Path, out: str | Path, formats: tuple[str, ...] | list[
     if job.int8 is not None:
         job.int8 |= _int8_latency(measured)
     bar.set_description("model card")
-    card = _card(job, measured, predicted_ms)
+    card = _card(job, measured, predicted)
     written = [job.files[f] for f in formats] + write_card(card, out)
     bar.update()
     bar.close()
@@ -304,15 +307,29 @@ def measure_onnx_files(paths: dict[str, Path], threads: int = 1, table: str | No
                               "steady": m.spread <= config.max_iqr} for name, m in results.items()}}
 
 
-def _predict(table: str, spec: Any) -> float:
+def _predict(table: str, spec: Any) -> dict:
+    """The table's prediction for ``spec``, with the device it is for."""
     from nas.latency import load_predictor
+    from nas.latency.device import is_this_device
 
-    return float(load_predictor(table).predict(spec))
+    predictor = load_predictor(table)
+    return {"table": str(table), "ms": float(predictor.predict(spec)), "device": predictor.device_id,
+            "this_machine": is_this_device(predictor.table.device)}
 
 
 # --- 5. the card ------------------------------------------------------------------------------
 
-def _card(job: _Job, measured: dict | None, predicted_ms: float | None) -> dict:
+def _not_measured(config: ExportConfig, predicted: dict | None) -> str | None:
+    """Why the card has no measured latency (None when it has one)."""
+    if not config.measure:
+        return "not measured (--no-measure)"
+    if predicted and not predicted["this_machine"]:
+        return (f"not measured: the table is of device {predicted['device']}, not this machine; measure the "
+                f"exported model on that device (`nas latency measure model.onnx` there)")
+    return None
+
+
+def _card(job: _Job, measured: dict | None, predicted: dict | None) -> dict:
     import numpy as np
 
     from nas.spec import count_madds, count_params
@@ -339,8 +356,9 @@ def _card(job: _Job, measured: dict | None, predicted_ms: float | None) -> dict:
         "files": job.card_files,
         "check": {"batch": config.check_batch, "seed": config.seed, "max_abs_logit": float(np.abs(job.expected).max())},
         "onnx": {"opset": OPSET, "input": "input", "output": "logits", "dynamic_axes": ["batch"]},
-        "latency": {"predicted": {"table": str(config.table), "ms": predicted_ms} if config.table else None,
-                    "measured": measured},
+        "latency": {"predicted": predicted,
+                    "measured": None if measured is None else measured | {"device": machine["id"]},
+                    "not_measured": _not_measured(config, predicted)},
         "accuracy": accuracy,
         "int8": int8,
         "machine": machine,

@@ -3,14 +3,16 @@
 Typical use::
 
     from nas.latency import load_predictor, measure_spec, MeasureConfig
-    predictor = load_predictor("latency_tables/fashion_mnist_onnxruntime_t1")
+    table = resolve_table("latency_tables/fashion_mnist", space)   # this machine's (built on first use)
+    predictor = load_predictor(table)
     predictor.predict(spec)                 # ms, from the table
     measure_spec(spec, MeasureConfig())     # Measurement(median_ms, iqr_ms, runs), end to end
 
 Modules: ``keys`` (UnitKey, unit_keys, space enumeration; torch-free), ``standalone_measure`` (the
 timing protocol; onnxruntime + numpy only), ``runtimes``, ``kernels`` (units as ONNX graphs),
 ``measure``, ``table`` (CSV + meta.json), ``build`` (build / resume / ensure_entries),
-``calibration``, ``predict``, ``validate``, ``device``.
+``calibration``, ``predict``, ``validate``, ``device`` (fingerprints, device ids, the rule that
+measurements stay on their device), ``catalog`` (a space's folder of tables, one per device).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ _EXPORTS = {
     "LatencyTable": "table", "load_table": "table", "TableError": "table",
     "LatencyPredictor": "predict", "load_predictor": "predict", "MissingEntryError": "predict",
     "build_table": "build", "ensure_entries": "build", "calibration_specs": "build",
-    "ForeignTableError": "device", "check_device": "device", "this_device": "device",
+    "ForeignTableError": "device", "require_this_device": "device", "this_device": "device", "device_id": "device",
+    "resolve_table": "catalog", "find_table": "catalog", "device_tables": "catalog",
     "validate_table": "validate",
 }
 __all__ = list(_EXPORTS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import random
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,9 +19,9 @@ from tqdm import tqdm
 
 from nas.errors import NasError
 from nas.latency.calibration import CALIBRATION_NETWORKS, fit_calibration
-from nas.latency.device import check_device, this_device, warn_if_busy
+from nas.latency.device import require_this_device, this_device, warn_if_busy
 from nas.latency.keys import UnitKey, key_from_row, narrower_specs, space_unit_keys, unique_keys, unit_keys
-from nas.latency.measure import MeasureConfig, measure_reference, measure_specs, measure_units
+from nas.latency.measure import TABLE_PROTOCOL, MeasureConfig, measure_reference, measure_specs, measure_units
 from nas.latency.table import TableError, TableWriter, load_table, read_meta, table_dir, update_meta
 from nas.spec.arch import ArchSpec
 from nas.spec.space import SearchSpace
@@ -79,11 +80,19 @@ def table_meta(space: SearchSpace | None, config: MeasureConfig) -> dict:
     }
 
 
+REFERENCE_BLOCKS = 2  # blocks of the baseline kept in the reference network
+
+
 def reference_spec(space: SearchSpace | None, specs: list[ArchSpec]) -> ArchSpec:
-    """The paired protocol's reference network: the space's baseline, else the first spec."""
+    """The paired protocol's reference network: the space's baseline (else the first spec) cut to its
+    stem, first :data:`REFERENCE_BLOCKS` blocks, last stage and head. A real network of the space
+    that tracks the machine's speed as well as the whole baseline does, at a fraction of its time
+    (it frames every burst of every unit, so its cost is a large share of a build)."""
     if space is not None and space.baseline_source is not None:
-        return space.baseline
-    return specs[0] if specs else calibration_specs(space)[0]
+        full = space.baseline
+    else:
+        full = specs[0] if specs else calibration_specs(space)[0]
+    return replace(full, blocks=full.blocks[:REFERENCE_BLOCKS])
 
 
 def with_reference(directory: Path, space: SearchSpace | None, specs: list[ArchSpec],
@@ -97,7 +106,7 @@ def with_reference(directory: Path, space: SearchSpace | None, specs: list[ArchS
         return replace(config, reference=stored["spec"], reference_ms=stored["ms"])
     config = replace(config, reference=config.reference or reference_spec(space, specs).to_string())
     if progress:
-        print("timing the reference network (the table's time base) ...", flush=True)
+        print("timing the reference network (the table's time base) ...", file=sys.stderr, flush=True)
     return replace(config, reference_ms=measure_reference(config))
 
 
@@ -120,7 +129,7 @@ def _check_same_table(directory: Path, space: SearchSpace | None, config: Measur
     if (device.get("runtime"), device.get("threads")) != (config.runtime, config.threads):
         raise TableError(f"{directory} was built with runtime {device.get('runtime')!r} and "
                          f"{device.get('threads')} thread(s), not {config.runtime!r} and {config.threads}")
-    check_device(device, str(directory), allow_foreign=False, threads=config.threads)
+    require_this_device(device, f"latency table {directory}", "add measurements taken here")
 
 
 ANCHORS = 8  # existing entries re-timed beside units added to a finished table
@@ -145,18 +154,20 @@ def pick_anchors(directory: Path, keys: list[UnitKey], count: int = ANCHORS) -> 
 
 
 def measure_missing(directory: Path, keys: Iterable[UnitKey], config: MeasureConfig, meta: dict,
-                    progress: bool = True) -> int:
+                    progress: bool = True, anchors_from: Path | None = None) -> int:
     """Measure and append the keys the table lacks; returns how many were added. Units added to a
     finished table are scaled to its campaign by re-timed anchors (:func:`pick_anchors`)."""
     start = time.perf_counter()
     keys = list(keys)
-    anchors = {} if config.paired else pick_anchors(directory, keys)  # a reference keeps paired tables on time
+    # a reference keeps paired tables on time; unpaired ones re-time anchors of the (base) table
+    anchors = {} if config.paired else pick_anchors(anchors_from or directory, keys)
     with TableWriter(directory, meta) as writer:
         pending = [k for k in unique_keys(keys) if k.id not in writer.ids]
         scales = []
         if pending:
             bar = tqdm(total=len(pending), desc="measure units", unit="unit", disable=not progress)
-            scales = measure_units(pending, config, on_measured=writer.append, on_group=bar.update, anchors=anchors)
+            scales = measure_units(pending, config, on_measured=writer.append, on_group=bar.update, anchors=anchors,
+                                   still_missing=writer.still_missing)
             bar.close()
     seconds = time.perf_counter() - start
     meta_now = read_meta(directory)
@@ -213,7 +224,7 @@ def calibrate_table(directory: Path, specs: list[ArchSpec], config: MeasureConfi
     table = load_table(directory)
     predictor = LatencyPredictor(table, calibrated=False)
     if progress:
-        print(f"calibrating on {len(specs)} whole networks ...", flush=True)
+        print(f"calibrating on {len(specs)} whole networks ...", file=sys.stderr, flush=True)
     measured, overhead = measure_specs(specs, config, with_overhead=True)
     calibration = fit_calibration(specs, [predictor.terms(s) for s in specs], [m.median_ms for m in measured],
                                   overhead.median_ms)
@@ -222,18 +233,44 @@ def calibrate_table(directory: Path, specs: list[ArchSpec], config: MeasureConfi
 
 
 def ensure_entries(table_path: str | Path, specs: Iterable[ArchSpec], config: MeasureConfig | None = None,
-                   progress: bool = True) -> int:
-    """Measure and append the units of ``specs`` that the table lacks (same runtime, threads and
-    protocol as the table; refused on another device). Returns the number of units added."""
+                   progress: bool = True, overlay: str | Path | None = None) -> int:
+    """Measure and append the units of ``specs`` that the table (with ``overlay``) lacks, with the
+    table's runtime, threads and protocol. The rows go to ``overlay`` when given (a run-local folder:
+    the table itself is left as it is), else into the table. Refused (one line naming the units and
+    the command) when the table is another device's. Returns the number of units added."""
     directory = table_dir(table_path)
-    table = load_table(directory)
-    check_device(table.device, str(directory), allow_foreign=False)
+    table = load_table(directory, overlay=overlay)
+    specs = list(specs)
+    missing = unique_keys([k for spec in specs for k in unit_keys(spec) if k.id not in table])
+    if not missing:
+        return 0
+    require_this_device(table.device, f"latency table {directory}", "measure the units it lacks",
+                        missing=[k.id for k in missing], command=measure_command(directory, specs))
     if config is None:
         config = MeasureConfig.for_table(table)
     elif (config.runtime, config.threads) != (table.runtime, table.threads):
         raise TableError(f"{directory} was built with {table.runtime!r} on {table.threads} thread(s); "
                          f"cannot add entries measured with {config.runtime!r} on {config.threads}")
-    keys = [k for spec in specs for k in unit_keys(spec) if k.id not in table]
-    if not keys:
-        return 0
-    return measure_missing(directory, keys, config, table.meta, progress)
+    target = directory if overlay is None else table_dir(overlay)
+    meta = table.meta if overlay is None else {**table.meta, "overlay_of": str(directory)}
+    return measure_missing(target, missing, config, meta, progress, anchors_from=directory)
+
+
+def measure_command(directory: Path, specs: list[ArchSpec]) -> str:
+    """The command that measures the units of ``specs`` (and their narrower widths) on a table's device."""
+    nets = " ".join(f"--spec '{s.to_string()}'" for s in specs[:1]) + (" --spec ..." if len(specs) > 1 else "")
+    return f"nas lut build {nets} --narrower --out {directory}"
+
+
+def build_default_table(out: Path, space: SearchSpace, runtime: str = "onnxruntime", threads: int = 1,
+                        progress: bool = True) -> Path:
+    """This machine's table of ``space`` with the default protocol (what ``nas lut build --space``
+    builds), made on first use by the commands that need it; resumable like any build."""
+    from nas.latency.keys import space_unit_keys
+
+    config = MeasureConfig(runtime=runtime, threads=threads, **TABLE_PROTOCOL)
+    if progress:
+        print(f"no latency table of this machine for space {space.name!r}: measuring it now at {out} "
+              f"({len(space_unit_keys(space))} units, a few minutes; a rerun resumes and later runs reuse it)",
+              file=sys.stderr, flush=True)
+    return build_table(out, space, config=config, progress=progress)

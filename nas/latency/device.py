@@ -1,45 +1,98 @@
-"""This machine's fingerprint, and the check that a table was built on a machine like it."""
+"""Devices: this machine's fingerprint, device ids, and the rule that measurements stay on their device.
+
+A table belongs to the device it was measured on. Its *device id* is a readable slug plus a short
+hash of the fingerprint fields a latency depends on (:data:`IDENTITY`: CPU model, cores, ISA flags,
+architecture, runtime and its version, threads), e.g. ``intel-xeon-2c-ort1.32.0-t1-3fa9c2d1``.
+
+- Predicting with any device's table is allowed: it is a prediction *for that device*.
+- Adding numbers measured here to a table (new units, validation, re-measured networks) is allowed
+  only when the table's device is this machine (:func:`require_this_device`).
+
+Under test only (``PYTEST_CURRENT_TEST`` set), ``NAS_TEST_CPU_MODEL`` replaces this machine's CPU
+model, so the whole suite can run as if on a CPU no shipped table was measured on.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 import warnings
+from typing import Iterable
 
 from nas.errors import NasError
 from nas.latency.runtimes import runtime_version
 from nas.latency.standalone_measure import device_fingerprint
 
-# What must match between a table's device and this one for its numbers to apply here.
-MUST_MATCH = ("cpu_model", "cores", "runtime", "runtime_version", "threads")
+# The fingerprint fields a table's numbers depend on: equal fields, same device.
+IDENTITY = ("cpu_model", "cores", "isa_flags", "machine", "runtime", "runtime_version", "threads")
+TEST_CPU_MODEL = "NAS_TEST_CPU_MODEL"
+THIS = "this"  # the target name of the machine running the code
 
 
 class ForeignTableError(NasError):
-    """A table built on another device, runtime version or thread count."""
+    """Numbers measured here refused for a table of another device."""
 
 
-def this_device(runtime: str, threads: int) -> dict:
+def this_device(runtime: str = "onnxruntime", threads: int = 1) -> dict:
     """Fingerprint of this machine for ``runtime`` with ``threads`` threads (torch version included)."""
     device = device_fingerprint(runtime, threads, runtime_version(runtime))
     device["torch"] = runtime_version("torch")
+    fake = os.environ.get(TEST_CPU_MODEL)
+    if fake and os.environ.get("PYTEST_CURRENT_TEST"):
+        device["cpu_model"] = fake
+    device["id"] = device_id(device)
     return device
 
 
+def _slug(text: str) -> str:
+    words = re.sub(r"\((r|tm)\)|\bprocessor\b|\bcpu\b|\d+-core", " ", text.lower())
+    return "-".join(re.findall(r"[a-z0-9.]+", words))[:40].strip("-.") or "cpu"
+
+
+def device_id(device: dict) -> str:
+    """``<cpu>-<cores>c-<runtime><version>-t<threads>-<hash8>``; the hash covers :data:`IDENTITY`."""
+    identity = {k: device.get(k) for k in IDENTITY}
+    identity["isa_flags"] = sorted(identity["isa_flags"] or [])
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    runtime = {"onnxruntime": "ort", "torch": "torch"}.get(str(device.get("runtime")), "rt")
+    return (f"{_slug(str(device.get('cpu_model', 'cpu')))}-{device.get('cores')}c-"
+            f"{runtime}{device.get('runtime_version')}-t{device.get('threads')}-{digest}")
+
+
+def describe(device: dict) -> str:
+    """One short phrase naming a device for messages and reports."""
+    return (f"{device_id(device)} ({device.get('cpu_model')}, {device.get('cores')} cores, "
+            f"{device.get('runtime')} {device.get('runtime_version')}, {device.get('threads')} thread(s))")
+
+
+def is_this_device(device: dict) -> bool:
+    """Whether a table's ``device`` is this machine (same identity fields)."""
+    here = this_device(device.get("runtime", "onnxruntime"), int(device.get("threads", 1)))
+    return device_id(device) == here["id"]
+
+
 def device_differences(table_device: dict, here: dict) -> list[str]:
-    return [f"{k} {table_device.get(k)!r} here {here.get(k)!r}" for k in MUST_MATCH
+    return [f"{k} {table_device.get(k)!r} here {here.get(k)!r}" for k in IDENTITY
             if table_device.get(k) != here.get(k)]
 
 
-def check_device(table_device: dict, where: str, allow_foreign: bool = False, threads: int | None = None) -> None:
-    """Refuse a table measured elsewhere (NasError) unless ``allow_foreign`` (then warn).
-
-    ``threads``: the thread count the caller will run with (default: the table's own)."""
-    here = this_device(table_device.get("runtime", "onnxruntime"), threads or table_device.get("threads", 1))
-    diffs = device_differences(table_device, here)
-    if not diffs:
+def require_this_device(table_device: dict, where: str, action: str,
+                        missing: Iterable[str] = (), command: str | None = None) -> None:
+    """Refuse (:class:`ForeignTableError`, one line) to ``action`` for a table of another device,
+    naming both devices, the units it lacks and the command that measures them on its device."""
+    if is_this_device(table_device):
         return
-    message = f"{where} was measured on another device or setting ({'; '.join(diffs)})"
-    if not allow_foreign:
-        raise ForeignTableError(message + "; pass --allow-foreign-table (allow_foreign=True) to use it anyway")
-    warnings.warn(message + "; using it anyway (allow_foreign)", stacklevel=3)
+    here = this_device(table_device.get("runtime", "onnxruntime"), int(table_device.get("threads", 1)))
+    missing = list(missing)
+    units = ""
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        units = f"; it lacks {len(missing)} unit(s): {shown}"
+    hint = f"; measure them on that device: {command}" if command else ""
+    raise ForeignTableError(f"cannot {action}: {where} is the table of device {device_id(table_device)}, "
+                            f"this machine is {here['id']}{units}{hint}")
 
 
 def warn_if_busy(threads: int) -> None:
@@ -54,8 +107,6 @@ def busy_warning(threads: int) -> str | None:
     threads than cores, calls are preempted in time slices, which cuts long calls more often than
     short ones, so ratios to the reference skew (seen here: a table built beside two training jobs on
     2 cores fitted its calibration networks within 50 % instead of 5 %)."""
-    import os
-
     try:
         load = os.getloadavg()[0]
     except OSError:  # not available on this platform

@@ -1,4 +1,7 @@
-"""Predicted latency of a spec = its table entries, summed and calibrated."""
+"""Predicted latency of a spec = its table entries, summed and calibrated.
+
+A prediction is for the table's device (:attr:`LatencyPredictor.device_id`), whichever machine makes
+it: predicting for another device (a host searching for a board) needs no flag."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import pandas as pd
 
 from nas.errors import NasError
 from nas.latency.calibration import apply_calibration
-from nas.latency.device import check_device
 from nas.latency.keys import UnitKey, unit_keys
 from nas.latency.table import LatencyTable, load_table
 
@@ -18,8 +20,8 @@ class MissingEntryError(NasError):
 
     def __init__(self, key: UnitKey, table: LatencyTable) -> None:
         self.key = key
-        super().__init__(f"latency table {table.path} has no entry for unit {key.id} (measure it with "
-                         f"`nas lut build --spec SPEC.json --out {table.path}` or nas.latency.ensure_entries)")
+        super().__init__(f"latency table {table.path} has no entry for unit {key.id} (measure it on device "
+                         f"{table.device_id} with `nas lut build --spec SPEC.json --narrower --out {table.path}`)")
 
 
 class LatencyPredictor:
@@ -28,6 +30,11 @@ class LatencyPredictor:
     def __init__(self, table: LatencyTable, calibrated: bool = True) -> None:
         self.table = table
         self.calibration = table.calibration if calibrated else None
+
+    @property
+    def device_id(self) -> str:
+        """The device whose latency this predicts (the table's)."""
+        return self.table.device_id
 
     def _entries(self, spec) -> list[tuple[UnitKey, float]]:
         out = []
@@ -59,9 +66,7 @@ class LatencyPredictor:
         return df
 
 
-def load_predictor(path: str | Path, allow_foreign: bool = False, threads: int | None = None) -> LatencyPredictor:
-    """The predictor of the table at ``path``; refuses (NasError) a table measured on another CPU,
-    runtime version or thread count unless ``allow_foreign`` (then warns)."""
-    table = load_table(path)
-    check_device(table.device, f"latency table {table.path}", allow_foreign=allow_foreign, threads=threads)
-    return LatencyPredictor(table)
+def load_predictor(path: str | Path, overlay: str | Path | None = None) -> LatencyPredictor:
+    """The predictor of the table at ``path`` (plus a run's ``overlay`` rows): latency on the table's
+    device, whichever device that is."""
+    return LatencyPredictor(load_table(path, overlay=overlay))

@@ -1,29 +1,44 @@
 """A latency table on disk: ``entries.csv`` (one row per unit) + ``meta.json`` (provenance).
 
-Rows are appended and flushed one at a time while a table is built, so a killed build loses at most
-the rows in flight; reopening repairs a torn last line, and a rerun skips ids already present.
-No pickle anywhere: CSV and JSON only.
+Rows are appended by :class:`TableWriter` under the table's lock (``.lock``, an advisory
+``flock``), one flushed line per unit, so two writers never lose or duplicate a row and a killed
+build loses at most the row in flight. Readers never write: a torn last line (a writer killed
+mid-line) is ignored when reading and cut off by the next writer, under the lock.
+No pickle anywhere: CSV and JSON only, with bounded sizes and every number checked finite.
+
+A run's *overlay* (``load_table(base, overlay=DIR)``) is a second folder of rows for the same
+device, protocol and time base (e.g. the narrower widths NetAdapt measured in one run): read together
+with the base table, written without touching it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import fcntl
+import io
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
 from nas.errors import NasError
+from nas.io import write_text_atomic
 from nas.latency.keys import UnitKey, key_from_row
 from nas.latency.standalone_measure import Measurement
 
 TABLE_FORMAT = "nas-latency-table/1"
 ENTRIES = "entries.csv"
 META = "meta.json"
+LOCK = ".lock"
 KEY_COLUMNS = [f.name for f in fields(UnitKey)]
 COLUMNS = ["id", *KEY_COLUMNS, "median_ms", "iqr_ms", "runs"]
+MAX_META_BYTES = 4 << 20       # a meta.json is a few kB; refuse anything absurd before parsing it
+MAX_ENTRIES_BYTES = 256 << 20  # ~1.5 M rows
 
 
 class TableError(NasError):
@@ -32,11 +47,13 @@ class TableError(NasError):
 
 @dataclass
 class LatencyTable:
-    """A loaded table: ``entries`` indexed by unit id, ``meta`` as stored."""
+    """A loaded table: ``entries`` indexed by unit id, ``meta`` as stored (``overlay``: the run-local
+    folder whose rows were read with it, if any)."""
 
     path: Path
     entries: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    overlay: Path | None = None
 
     @property
     def space_hash(self) -> str | None:
@@ -49,6 +66,12 @@ class LatencyTable:
     @property
     def device(self) -> dict[str, Any]:
         return self.meta.get("device", {})
+
+    @property
+    def device_id(self) -> str:
+        from nas.latency.device import device_id
+
+        return device_id(self.device)
 
     @property
     def runtime(self) -> str:
@@ -78,100 +101,202 @@ def table_dir(path: str | Path) -> Path:
     return path.parent if path.name in (ENTRIES, META) else path
 
 
+def is_table(path: str | Path) -> bool:
+    return (table_dir(path) / META).is_file()
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    with path.open("rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise TableError(f"{path}: larger than {limit >> 20} MiB, not a latency table file")
+    return data
+
+
 def read_meta(directory: Path) -> dict[str, Any]:
     meta_path = directory / META
     if not meta_path.is_file():
         raise TableError(f"no latency table at {directory} ({META} not found)")
     try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TableError(f"{meta_path}: corrupt metadata ({exc})") from None
+        meta = json.loads(_read_bounded(meta_path, MAX_META_BYTES), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise TableError(f"{meta_path}: corrupt metadata ({str(exc).splitlines()[0][:200]})") from None
     if not isinstance(meta, dict) or meta.get("format") != TABLE_FORMAT:
         raise TableError(f"{meta_path}: not a {TABLE_FORMAT} metadata file")
+    _check_meta(meta, meta_path)
     return meta
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _check_meta(meta: dict[str, Any], where: Path) -> None:
+    device = meta.get("device")
+    if not isinstance(device, dict) or not isinstance(device.get("cpu_model", ""), str):
+        raise TableError(f"{where}: corrupt metadata (no device description)")
+    threads = device.get("threads", 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise TableError(f"{where}: corrupt metadata (device threads {threads!r})")
+    for name in ("space", "reference", "calibration", "protocol"):
+        if meta.get(name) is not None and not isinstance(meta[name], dict):
+            raise TableError(f"{where}: corrupt metadata ({name} is not an object)")
+    reference = meta.get("reference") or {}
+    if reference and not (isinstance(reference.get("ms"), (int, float)) and math.isfinite(reference["ms"])
+                          and reference["ms"] > 0 and isinstance(reference.get("spec"), str)):
+        raise TableError(f"{where}: corrupt metadata (reference network or its latency)")
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:
     """Atomic replace, so a kill never leaves half a meta.json."""
-    tmp = directory / (META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    tmp.replace(directory / META)
+    write_text_atomic(directory / META, json.dumps(meta, indent=2, default=str, allow_nan=False) + "\n")
+
+
+def _complete_text(path: Path) -> str:
+    """The file's complete lines (a torn last line from a killed writer is left out, not repaired)."""
+    text = _read_bounded(path, MAX_ENTRIES_BYTES).decode("utf-8")
+    return text if text.endswith("\n") or not text else text[: text.rfind("\n") + 1]
 
 
 def read_entries(directory: Path) -> pd.DataFrame:
     path = directory / ENTRIES
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS).set_index("id")
-    _repair_torn_line(path)
     try:
-        df = pd.read_csv(path, dtype={"act": str}, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise TableError(f"{path}: corrupt table CSV ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise TableError(f"{path}: corrupt table CSV (missing column {missing[0]!r})")
-    for column in ("median_ms", "iqr_ms", "runs"):
-        values = pd.to_numeric(df[column], errors="coerce")
-        bad = values.isna() | (values < 0)
-        if bad.any():
-            raise TableError(f"{path}: corrupt table CSV (row {int(bad.idxmax()) + 2}: {column} "
-                             f"{df[column][bad.idxmax()]!r} is not a non-negative number)")
-        df[column] = values
-    for i, row in enumerate(df.to_dict("records")):
+        rows = list(csv.reader(io.StringIO(_complete_text(path))))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise TableError(f"{path}: corrupt table CSV ({str(exc).splitlines()[0][:200]})") from None
+    if not rows:
+        return pd.DataFrame(columns=COLUMNS).set_index("id")
+    if rows[0] != COLUMNS:
+        raise TableError(f"{path}: corrupt table CSV (the header is not {','.join(COLUMNS)})")
+    records, seen = [], set()
+    for line, row in enumerate(rows[1:], start=2):
+        record = _parse_row(row, path, line)
+        if record["id"] in seen:
+            raise TableError(f"{path}: corrupt table CSV (unit {record['id']!r} appears twice)")
+        seen.add(record["id"])
+        records.append(record)
+    return pd.DataFrame.from_records(records, columns=COLUMNS).set_index("id")
+
+
+def _parse_row(row: list[str], path: Path, line: int) -> dict[str, Any]:
+    if len(row) != len(COLUMNS):
+        raise TableError(f"{path}: corrupt table CSV (row {line} has {len(row)} fields, not {len(COLUMNS)})")
+    record = dict(zip(COLUMNS, row))
+    try:
+        key = key_from_row(record)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TableError(f"{path}: corrupt table CSV (row {line}: {str(exc)[:200]})") from None
+    record.update(key.as_row())
+    for column in ("median_ms", "iqr_ms"):
         try:
-            key_from_row(row)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TableError(f"{path}: corrupt table CSV (row {i + 2}: {exc})") from None
-    dup = df["id"].duplicated()
-    if dup.any():
-        raise TableError(f"{path}: corrupt table CSV (unit {df['id'][dup.idxmax()]!r} appears twice)")
-    return df[COLUMNS].set_index("id")
+            value = float(record[column])
+        except ValueError:
+            value = float("nan")
+        if not (math.isfinite(value) and value >= 0):
+            raise TableError(f"{path}: corrupt table CSV (row {line}: {column} {record[column][:40]!r} is not "
+                             f"a finite non-negative number)")
+        record[column] = value
+    if not record["runs"].isascii() or not record["runs"].isdigit():
+        raise TableError(f"{path}: corrupt table CSV (row {line}: runs {record['runs'][:40]!r})")
+    record["runs"] = int(record["runs"])
+    return record
 
 
-def _repair_torn_line(path: Path) -> None:
-    """Drop a last line cut by a kill (no trailing newline)."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
-def load_table(path: str | Path) -> LatencyTable:
+def load_table(path: str | Path, overlay: str | Path | None = None) -> LatencyTable:
+    """The table at ``path``; with ``overlay``, plus the rows of that run-local folder (if it exists)."""
     directory = table_dir(path)
     meta = read_meta(directory)
-    return LatencyTable(directory, read_entries(directory), meta)
+    entries = read_entries(directory)
+    overlay_dir = None if overlay is None else table_dir(overlay)
+    if overlay_dir is not None and (overlay_dir / ENTRIES).exists():
+        extra = read_entries(overlay_dir)
+        entries = pd.concat([entries, extra[~extra.index.isin(entries.index)]])
+    return LatencyTable(directory, entries, meta, overlay_dir)
+
+
+@contextlib.contextmanager
+def table_lock(directory: Path) -> Iterator[None]:
+    """The table's advisory lock (``flock`` on ``.lock``): one writer at a time, across processes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 class TableWriter:
-    """Appends measured rows to a table folder, one flushed line per unit."""
+    """Appends measured rows to a table folder, one flushed line per unit, under the table's lock.
+
+    Before each row it reads what other writers appended since (so a row is never written twice),
+    and a torn last line left by a killed writer is cut off first."""
 
     def __init__(self, directory: str | Path, meta: dict[str, Any]) -> None:
         self.directory = table_dir(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if not (self.directory / META).exists():
-            write_meta(self.directory, {"format": TABLE_FORMAT, **meta})
-        existing = read_entries(self.directory)
-        self.ids = set(existing.index)
-        path = self.directory / ENTRIES
-        new = not path.exists() or path.stat().st_size == 0
-        self._fh = path.open("a", newline="")
-        if new:
-            self._fh.write(",".join(COLUMNS) + "\n")
-            self._fh.flush()
+        self.path = self.directory / ENTRIES
+        with table_lock(self.directory):
+            if not (self.directory / META).exists():
+                write_meta(self.directory, {"format": TABLE_FORMAT, **meta})
+            self.ids: set[str] = set()
+            self._offset = 0
+            self._catch_up()
 
-    def append(self, key: UnitKey, m: Measurement) -> None:
-        if key.id in self.ids:
-            return
-        if not (math.isfinite(m.median_ms) and m.median_ms >= 0):
+    def _catch_up(self) -> None:
+        """Under the lock: cut a torn tail, write the header of a new file, read rows added since."""
+        if os.path.islink(self.path):
+            raise TableError(f"{self.path} is a symbolic link; a table file must be a regular file")
+        with self.path.open("ab"):
+            pass
+        size = self.path.stat().st_size
+        with self.path.open("r+b") as fh:
+            if size < self._offset:
+                raise TableError(f"{self.path} shrank while it was being written")
+            fh.seek(self._offset)
+            new = fh.read()
+            if new and not new.endswith(b"\n"):
+                cut = new.rfind(b"\n") + 1
+                fh.truncate(self._offset + cut)
+                new = new[:cut]
+            if self._offset == 0 and not new:
+                fh.write((",".join(COLUMNS) + "\n").encode())
+                self._offset = fh.tell()
+                return
+        lines = new.decode("utf-8").splitlines()
+        if self._offset == 0:
+            lines = lines[1:]  # the header
+        self.ids.update(line.split(",", 1)[0] for line in lines if line)
+        self._offset += len(new)
+
+    def append(self, key: UnitKey, m: Measurement) -> bool:
+        """Write ``key``'s row unless some writer already did; True when this call wrote it."""
+        if not (math.isfinite(m.median_ms) and m.median_ms >= 0 and math.isfinite(m.iqr_ms) and m.iqr_ms >= 0):
             raise ValueError(f"bad measurement for {key.id}: {m}")
         row = key.as_row()
-        values = [row["id"], *(_cell(row[c]) for c in KEY_COLUMNS), f"{m.median_ms:.6f}", f"{m.iqr_ms:.6f}",
-                  str(m.runs)]
-        self._fh.write(",".join(values) + "\n")  # one write per row; ids and fields contain no commas
-        self._fh.flush()
-        self.ids.add(key.id)
+        line = ",".join([row["id"], *(str(row[c]) for c in KEY_COLUMNS), f"{m.median_ms:.6f}", f"{m.iqr_ms:.6f}",
+                         str(m.runs)]) + "\n"
+        if line.count(",") != len(COLUMNS) - 1 or '"' in line:
+            raise ValueError(f"unit key {key.id!r} has a field with a comma or quote")
+        with table_lock(self.directory):
+            self._catch_up()
+            if key.id in self.ids:
+                return False
+            with self.path.open("ab") as fh:
+                fh.write(line.encode())  # one write per row
+            self._offset += len(line.encode())
+            self.ids.add(key.id)
+        return True
+
+    def still_missing(self, keys: list[UnitKey]) -> list[UnitKey]:
+        """``keys`` less those some writer has written by now (read under the lock)."""
+        with table_lock(self.directory):
+            self._catch_up()
+        return [k for k in keys if k.id not in self.ids]
 
     def close(self) -> None:
-        self._fh.close()
+        pass
 
     def __enter__(self) -> "TableWriter":
         return self
@@ -180,13 +305,11 @@ class TableWriter:
         self.close()
 
 
-def _cell(value: Any) -> str:
-    return str(value)
-
-
 def update_meta(path: str | Path, **changes: Any) -> dict[str, Any]:
+    """Read-modify-write of meta.json under the table's lock."""
     directory = table_dir(path)
-    meta = read_meta(directory)
-    meta.update(changes)
-    write_meta(directory, meta)
+    with table_lock(directory):
+        meta = read_meta(directory)
+        meta.update(changes)
+        write_meta(directory, meta)
     return meta

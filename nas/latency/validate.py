@@ -29,6 +29,7 @@ from nas.latency.build import table_space
 from nas.latency.calibration import madds_prediction
 from nas.latency.device import warn_if_busy
 from nas.latency.measure import MeasureConfig, measure_specs
+from nas.latency.device import require_this_device
 from nas.latency.predict import LatencyPredictor, load_predictor
 from nas.spec.arch import ArchSpec
 from nas.spec.count import count_madds
@@ -84,11 +85,13 @@ def held_out_specs(space, count: int, seed: int, exclude: set[str]) -> list:
 
 
 def validate_table(table_path: str | Path, samples: int = 50, seed: int = 0, out_dir: str | Path | None = None,
-                   allow_foreign: bool = False, progress: bool = True) -> ValidationResult:
+                   progress: bool = True) -> ValidationResult:
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 3:
         raise NasError(f"--samples must be an integer >= 3, got {samples!r}")
-    predictor = load_predictor(table_path, allow_foreign=allow_foreign)
+    predictor = load_predictor(table_path)
     table = predictor.table
+    require_this_device(table.device, f"latency table {table.path}", "validate it here (validation measures "
+                        "networks end to end)", command=f"nas lut validate {table.path}")
     calibration = table.calibration
     if not calibration:
         raise NasError(f"{table.path} has no calibration yet; finish `nas lut build` first")

@@ -44,6 +44,7 @@ HISTORY_COLUMNS = ["iteration", "proposal", "kind", "old_width", "new_width", "c
 MeasureFn = Callable[[ArchSpec], float]
 FINAL_SETTINGS = ("long_epochs", "long_lr")  # change only the final fine-tune, not the iterations
 # fine-tuning learning rates (short, long) per optimizer: a tenth and a fifth of its training default
+OVERLAY = "latency_units"  # the run's folder of units measured for it (narrower widths), beside the table
 FINE_TUNE_LR = {"sgd": (0.01, 0.02), "adamw": (0.0002, 0.0004)}
 
 
@@ -163,15 +164,24 @@ class NetAdaptResult:
 
 class TableLatency:
     """The NetAdapt view of a latency table. Narrower widths are usually not in a space's table, so
-    :meth:`prepare` measures (and appends to the table) the units of a batch of candidate specs the
-    table lacks, and :meth:`predict` does the same for a single spec that still misses one."""
+    :meth:`prepare` measures the units of a batch of candidate specs the table lacks, and
+    :meth:`predict` does the same for a single spec that still misses one. Those rows go to the run's
+    ``overlay`` folder (the table itself is never written by a run), and only when the table is this
+    machine's: for another device's table a missing unit is refused with the command to measure it
+    there, and :attr:`on_this_device` is False (no end-to-end measurement here)."""
 
-    def __init__(self, table: str | Path, allow_foreign: bool = False, progress: bool = True) -> None:
+    def __init__(self, table: str | Path, overlay: str | Path | None = None, progress: bool = True) -> None:
         from nas.latency import MeasureConfig, load_predictor, load_table
+        from nas.latency.device import is_this_device
 
-        self.table, self.allow_foreign, self.progress = Path(table), allow_foreign, progress
-        self._predictor = load_predictor(self.table, allow_foreign=allow_foreign)
+        self.table, self.overlay, self.progress = Path(table), overlay, progress
+        self._predictor = load_predictor(self.table, overlay=overlay)
         self.measure_config = MeasureConfig.for_table(load_table(self.table))  # the table's own protocol
+        self.on_this_device = is_this_device(self._predictor.table.device)
+
+    @property
+    def device_id(self) -> str:
+        return self._predictor.device_id
 
     def predict_known(self, spec: ArchSpec) -> float:
         """Prediction from the table as it is (MissingEntryError when a unit is missing)."""
@@ -181,9 +191,9 @@ class TableLatency:
         """Measure, in one interleaved batch, every unit of ``specs`` the table lacks."""
         from nas.latency import ensure_entries, load_predictor
 
-        added = ensure_entries(self.table, specs, progress=self.progress)
+        added = ensure_entries(self.table, specs, progress=self.progress, overlay=self.overlay)
         if added:
-            self._predictor = load_predictor(self.table, allow_foreign=self.allow_foreign)
+            self._predictor = load_predictor(self.table, overlay=self.overlay)
 
     def predict(self, spec: ArchSpec) -> float:
         from nas.latency import MissingEntryError
@@ -471,7 +481,7 @@ def netadapt(spec: ArchSpec, model: torch.nn.Module, splits: Any, predictor: Pre
 
 def netadapt_checkpoint(checkpoint: str | Path, table: str | Path, config: NetAdaptConfig, out: str | Path,
                         data: str | None = None, data_dir: str | Path | None = None, subset: int | None = None,
-                        allow_foreign: bool = False, measure: bool = True, progress: bool = True,
+                        measure: bool = True, progress: bool = True, overlay: str | Path | None = None,
                         threads: int | None = None, val_fraction: float = 0.1,
                         data_seed: int = 0) -> NetAdaptResult:
     """The ``nas netadapt`` command as a function: checkpoint + latency table -> shrunk network."""
@@ -483,7 +493,10 @@ def netadapt_checkpoint(checkpoint: str | Path, table: str | Path, config: NetAd
     metrics = load_checkpoint(checkpoint).metrics
     config = config.resolved_for(metrics)
     spec, model = load_model(checkpoint)
-    latency = TableLatency(table, allow_foreign=allow_foreign, progress=progress)
+    latency = TableLatency(table, overlay=overlay or Path(out) / OVERLAY, progress=progress)
+    if measure and not latency.on_this_device and progress:
+        print(f"latency table {table} is of device {latency.device_id}, not this machine: latencies are "
+              f"predicted for that device; nothing is measured end to end here", flush=True)
     try:
         start_ms = latency.predict_known(spec)
     except MissingEntryError as exc:
@@ -494,5 +507,6 @@ def netadapt_checkpoint(checkpoint: str | Path, table: str | Path, config: NetAd
     name = data or metrics.get("data") or "fashion-mnist"
     splits = load_data(name, data_dir, val_fraction, data_seed, subset)
     check_spec_matches(spec, splits.train, name)
-    return netadapt(spec, model, splits, latency, config, out, latency.measure if measure else None,
+    measure_fn = latency.measure if measure and latency.on_this_device else None
+    return netadapt(spec, model, splits, latency, config, out, measure_fn,
                     progress, threads)

@@ -58,7 +58,7 @@ class ProxyEvaluator:
         if predictor is None and lat.table is not None:
             from nas.latency import load_predictor
 
-            predictor = load_predictor(lat.table, allow_foreign=lat.allow_foreign, threads=lat.threads)
+            predictor = load_predictor(lat.table)
         self.predictor = predictor
 
     def latency(self, spec: ArchSpec) -> tuple[float, float | None, float | None]:

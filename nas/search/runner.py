@@ -33,7 +33,8 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.errors import NasError
-from nas.experiment import Experiment
+from nas.experiment import Experiment, with_resolved_table
+from nas.latency.catalog import measures_here
 from nas.search import STRATEGIES
 from nas.search.base import Proposal, Strategy, TrialRecord, finished_records
 from nas.search.evaluate import Evaluation
@@ -445,6 +446,7 @@ def run_search(
     """
     if workers > 1 and evaluator is not None and not isinstance(evaluator, str):
         raise NasError("several workers need an evaluator name (proxy or synthetic[:SECONDS]), not an object")
+    experiment = with_resolved_table(experiment, progress)  # the target device's table (built if it is this machine's)
     session = open_session(experiment, strategy=strategy, n_trials=n_trials, timeout_min=timeout_min,
                            storage=storage, study_name=study_name, evaluator=evaluator, heartbeat=heartbeat,
                            workers=workers)
@@ -481,7 +483,7 @@ def finish(experiment: Experiment, study: optuna.Study, out: Path, baseline: dic
     target = experiment.reward_fn().target_ms
     hv = hypervolume([(r.val_acc, r.latency_ms) for r in front], 0.0, 2 * target) if front else None
     measured: dict[str, float] = {}
-    if measure_best and best is not None:
+    if measure_best and best is not None and measures_here(experiment.latency.table):
         specs = {"best": ArchSpec.from_string(best.spec)}
         if baseline is not None:
             specs["baseline"] = ArchSpec.from_string(baseline["spec"])
