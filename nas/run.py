@@ -153,9 +153,11 @@ def stage_netadapt(exp: Experiment, checkpoint: str, progress: bool) -> Callable
 def stage_export(exp: Experiment, checkpoint: str, progress: bool) -> Callable[[Path], dict]:
     def work(folder: Path) -> dict:
         from nas.export import export
+        from nas.netadapt.loop import OVERLAY
 
         data = exp.data.name if "onnx-int8" in exp.export.formats else None
         result = export(checkpoint, folder, exp.export.formats, progress=progress, table=exp.latency.table,
+                        table_overlay=str(folder.parent / OVERLAY),
                         data=data, data_dir=exp.data.data_dir, threads=exp.latency.threads)
         return result.summary()
     return work

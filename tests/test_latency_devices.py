@@ -110,6 +110,7 @@ def _build_cmd(space: Path, out: Path) -> list[str]:
             "--passes", "4", "--reference-runs", "2", "--group", "4", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_kill_during_a_build_then_rerun_completes_without_duplicates(tiny_space, tmp_path):
     out = tmp_path / "tables" / "tiny" / "dev"
     child = subprocess.Popen(_build_cmd(tiny_space, out), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -147,6 +148,7 @@ with TableWriter(sys.argv[2], {"device": {}}) as writer:
 """
 
 
+@pytest.mark.slow
 def test_two_writers_at_once_lose_and_duplicate_no_row(tiny_space, tmp_path):
     out = tmp_path / "table"
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tiny_space), str(out), order], cwd=ROOT)
@@ -156,6 +158,7 @@ def test_two_writers_at_once_lose_and_duplicate_no_row(tiny_space, tmp_path):
     assert sorted(ids) == sorted(k.id for k in space_unit_keys(load_space(tiny_space)))
 
 
+@pytest.mark.slow
 def test_this_machines_table_is_built_on_first_use_and_reused(tiny_space, tmp_path, monkeypatch):
     monkeypatch.setenv(TEST_CPU_MODEL, "Unseen Test CPU 9000")
     import nas.latency.build as build
@@ -171,6 +174,7 @@ def test_this_machines_table_is_built_on_first_use_and_reused(tiny_space, tmp_pa
     assert resolve_table(folder, progress=False) == path  # the space is read from the folder's tables
 
 
+@pytest.mark.slow
 def test_lut_build_without_out_prints_this_machines_table(tiny_space, tmp_path):
     tables = tmp_path / "latency_tables"
     tables.mkdir()

@@ -12,6 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="search -> train -> NetAdapt -> export -> report (rerun to resume)")
     p.add_argument("experiment", metavar="EXPERIMENT.yaml")
     p.add_argument("--out", metavar="DIR", help="output folder (default: the experiment's out)")
+    p.add_argument("--device", metavar="ID", help="target device: 'this' machine or a device id whose table is in "
+                                                  "the experiment's table folder (default: the experiment's latency.device)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.set_defaults(func=cmd_run)
@@ -25,6 +27,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment)
     if args.out:
         exp = dataclasses.replace(exp, out=Path(args.out))
+    if args.device:
+        exp = exp.replace(latency={"device": args.device})
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     result = run_experiment(exp, progress=not args.no_progress, log=log)
     if args.json:

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--evaluator", default="proxy", metavar="NAME",
                    help="proxy (train, default) or synthetic[:SECONDS] (fake results, to try a storage/worker setup)")
     p.add_argument("--out", help="output folder (default: the experiment's)")
+    p.add_argument("--device", metavar="ID", help="target device: 'this' machine or a device id whose table is in "
+                                                  "the experiment's table folder (default: latency.device)")
     p.add_argument("--no-measure", action="store_true", help="do not re-measure the best network end to end")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -41,6 +43,8 @@ def run(args) -> int:
     experiment = load_experiment(args.experiment)
     if args.out:
         experiment = experiment.replace(out=Path(args.out))
+    if args.device:
+        experiment = experiment.replace(latency={"device": args.device})
     heartbeat = Heartbeat(args.heartbeat, args.grace, args.max_retry)
     result = run_search(experiment, strategy=args.strategy, n_trials=args.trials, timeout_min=args.timeout,
                         storage=args.storage, study_name=args.study, evaluator=args.evaluator, progress=not args.json,

@@ -38,6 +38,7 @@ class ExportConfig:
 
     formats: tuple[str, ...] = ("onnx",)
     table: str | None = None
+    table_overlay: str | None = None  # a run's folder of units measured for it (default: OUT/latency_units)
     data: str | None = None
     data_dir: str | None = None
     measure: bool = True
@@ -97,7 +98,8 @@ def export(source: str | Path, out: str | Path, formats: tuple[str, ...] | list[
 
     loaded = load_source(source, seed=config.seed)
     spec = loaded.spec
-    predicted = _predict(config.table, spec) if config.table else None  # a bad table fails before any work
+    overlay = config.table_overlay or out / "latency_units"
+    predicted = _predict(config.table, spec, overlay, progress) if config.table else None  # bad table: fails first
     predicted_ms = predicted["ms"] if predicted else None
     foreign = bool(predicted) and not predicted["this_machine"]
     splits = _load_data(config, spec) if config.data else None
@@ -307,14 +309,24 @@ def measure_onnx_files(paths: dict[str, Path], threads: int = 1, table: str | No
                               "steady": m.spread <= config.max_iqr} for name, m in results.items()}}
 
 
-def _predict(table: str, spec: Any) -> dict:
-    """The table's prediction for ``spec``, with the device it is for."""
-    from nas.latency import load_predictor
+def _predict(table: str, spec: Any, overlay: Path, progress: bool) -> dict:
+    """The table's prediction for ``spec``, with the device it is for. Units this machine's table
+    lacks (narrower widths) are measured into ``overlay``; another device's table without them
+    gives no prediction (``ms`` None) and says so."""
+    from nas.latency import MissingEntryError, ensure_entries, load_predictor
     from nas.latency.device import is_this_device
 
-    predictor = load_predictor(table)
-    return {"table": str(table), "ms": float(predictor.predict(spec)), "device": predictor.device_id,
-            "this_machine": is_this_device(predictor.table.device)}
+    predictor = load_predictor(table, overlay=overlay)
+    here = is_this_device(predictor.table.device)
+    if here:
+        ensure_entries(table, [spec], progress=progress, overlay=overlay)
+        predictor = load_predictor(table, overlay=overlay)
+    try:
+        ms, missing = float(predictor.predict(spec)), None
+    except MissingEntryError as exc:
+        ms, missing = None, exc.key.id
+    return {"table": str(table), "ms": ms, "device": predictor.device_id, "this_machine": here,
+            **({"missing_unit": missing} if missing else {})}
 
 
 # --- 5. the card ------------------------------------------------------------------------------

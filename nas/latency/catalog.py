@@ -15,6 +15,7 @@ protocol, resumable), so a first run on a new CPU measures its own table and lat
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def resolve_table(location: str | Path | None, space=None, device: str = THIS, r
         if space is None:
             raise NasError("no latency table given and no space to find one for")
         location = default_table_folder(space)
-    location = table_dir(location)
+    location = Path(os.path.normpath(table_dir(location)))
     if location.exists() and not location.is_dir():
         raise TableError(f"latency table {location}: not a folder")
     wanted = target_id(device, runtime, threads)
