@@ -89,3 +89,18 @@ def test_cli_refuses_a_table_of_another_space(table, tmp_path):
     result = run_cli("netadapt", path, "--table", table, "--target", "0.8", "--out", tmp_path / "o")
     assert_one_line_error(result, "a table of another space")
     assert not (tmp_path / "o").exists()
+
+
+def test_netadapt_on_another_devices_table_names_the_missing_units_and_the_command(table, checkpoint, tmp_path):
+    import json
+    import shutil
+
+    foreign = tmp_path / "board"
+    shutil.copytree(table, foreign)
+    meta = json.loads((foreign / "meta.json").read_text())
+    meta["device"]["cpu_model"] = "Some ARM board"
+    (foreign / "meta.json").write_text(json.dumps(meta))
+    before = (foreign / "entries.csv").read_text()
+    result = run_cli("netadapt", checkpoint, "--table", foreign, "--target", "0.9", "--out", tmp_path / "o")
+    assert_one_line_error(result, "device some-arm-board-", "it lacks", "nas lut build --spec", "--narrower")
+    assert (foreign / "entries.csv").read_text() == before
