@@ -156,13 +156,18 @@ def test_pareto_mode_records_two_objectives(experiment):
 def test_rl_policy_state_is_saved_with_the_study(experiment):
     import torch
 
+    from nas.samplers.optuna_private import study_system_attrs
     from nas.search.rl import RLStrategy
 
+    space = load_space(experiment.space)
     result = run(experiment, "rl")  # 10 trials, batch 5: two PPO updates
-    state = result.study.user_attrs["rl_state"]
-    assert state["updates"] == 2 and state["seen"] == list(range(N)) and state["buffer"] == []
-    fresh = RLStrategy(load_space(experiment.space), result.study, seed=3)
-    assert fresh.updates == 2 and fresh.baseline == pytest.approx(state["baseline"])
-    untrained = RLStrategy(load_space(experiment.space), optuna.create_study(), seed=3)
-    moved = [not torch.equal(a, b) for a, b in zip(fresh.policy.parameters(), untrained.policy.parameters())]
-    assert any(moved)  # the policy learned and was restored from the study, not re-initialised
+    state = study_system_attrs(result.study)["nas:mnas_rl"]
+    assert state["updates"] == 2 and state["seen"] == list(range(N)) and state["version"] == 2
+    sampler = RLStrategy.sampler(3, {}, space=space)
+    trained, _ = sampler._restore(sampler.load(result.study, sampler._space), sampler._space)
+    untrained, _ = sampler._restore(None, sampler._space)
+    moved = [not torch.equal(a, b) for a, b in zip(trained.parameters(), untrained.parameters())]
+    assert any(moved)  # the policy learned and is restored from the study, not re-initialised
+    for t in result.study.get_trials(deepcopy=False):  # each trial keeps what PPO needs from its sampling
+        sample = t.system_attrs["nas:mnas_rl:sample"]
+        assert sample["tokens"] == sampler.tokens(t, sampler._space) and sample["logp"] < 0
