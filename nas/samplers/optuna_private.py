@@ -12,7 +12,8 @@ Why each is needed:
   user attribute by number (the spec-hash claim);
 - the heartbeat machinery (``optuna.storages._heartbeat``): the search loop is ask/tell, so it
   runs Optuna's heartbeat thread around each trial itself, as ``Study.optimize`` does;
-- the RDB heartbeat table (``optuna.storages._rdb.models``): which RUNNING trials never beat;
+- the RDB heartbeat table (``optuna.storages._rdb.models``): which RUNNING trials never beat; a
+  study keeps its RDBStorage wrapped in ``optuna.storages._cached_storage._CachedStorage``;
 - ``optuna._hypervolume.compute_hypervolume``: Optuna 5.0 has no public hypervolume function.
 """
 
@@ -34,6 +35,7 @@ PRIVATE_API: list[tuple[str, str]] = [
     ("optuna.storages._heartbeat", "get_heartbeat_thread"),
     ("optuna.storages._heartbeat", "is_heartbeat_enabled"),
     ("optuna.storages._rdb.models", "TrialHeartbeatModel"),
+    ("optuna.storages._cached_storage", "_CachedStorage"),
 ]
 # Private attributes of public objects used here.
 PRIVATE_ATTRIBUTES: list[tuple[str, str]] = [
@@ -41,12 +43,13 @@ PRIVATE_ATTRIBUTES: list[tuple[str, str]] = [
     ("optuna.study.Study", "_study_id"),
     ("optuna.trial.FrozenTrial", "_trial_id"),
     ("optuna.trial.Trial", "_trial_id"),
+    ("optuna.storages._cached_storage._CachedStorage", "_backend"),
 ]
 
 __all__ = ["BaseHeartbeat", "BaseHeartbeatThread", "PRIVATE_API", "PRIVATE_ATTRIBUTES", "storage_of",
            "trial_id", "study_system_attrs", "set_study_system_attr", "trial_system_attrs",
            "set_trial_system_attr", "set_trial_user_attr_by_number", "heartbeat_enabled", "heartbeat_thread",
-           "rdb_trial_ids_with_heartbeat", "hypervolume_of_losses"]
+           "rdb_storage", "rdb_trial_ids_with_heartbeat", "hypervolume_of_losses"]
 
 
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
@@ -84,6 +87,16 @@ def heartbeat_enabled(study: optuna.Study) -> bool:
 
 def heartbeat_thread(study: optuna.Study, trial: optuna.Trial) -> BaseHeartbeatThread:
     return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
+def rdb_storage(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The study's RDBStorage (Optuna wraps it in a cache), or None for other storages."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    storage = study._storage
+    if isinstance(storage, _CachedStorage):
+        storage = storage._backend
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
 
 
 def rdb_trial_ids_with_heartbeat(storage: optuna.storages.RDBStorage) -> set[int]:

@@ -174,8 +174,9 @@ def without_heartbeat(study: optuna.Study) -> list[FrozenTrial]:
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if isinstance(storage, HeartbeatJournalStorage):
         return [t for t in running if HEARTBEAT_ATTR not in t.system_attrs]
-    if isinstance(storage, optuna.storages.RDBStorage):
-        beating = private.rdb_trial_ids_with_heartbeat(storage)
+    rdb = private.rdb_storage(study)
+    if rdb is not None:
+        beating = private.rdb_trial_ids_with_heartbeat(rdb)
         return [t for t in running if private.trial_id(t) not in beating]
     return running
 
