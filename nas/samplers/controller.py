@@ -128,8 +128,9 @@ def policy_state(policy: Controller, optimizer: torch.optim.Optimizer) -> dict[s
                      for p in policy.parameters()]}
 
 
-def load_policy_state(policy: Controller, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Inverse of :func:`policy_state`; raises (KeyError, ValueError, RuntimeError...) on a bad state."""
+def load_policy_state(policy: Controller, optimizer: torch.optim.Optimizer | None, state: dict[str, Any]) -> None:
+    """Inverse of :func:`policy_state` (Adam's moments checked, and loaded when ``optimizer`` is given);
+    raises (KeyError, ValueError, RuntimeError...) on a bad state."""
     policy.load_state_dict({k: decode_tensor(v) for k, v in state["policy"].items()})
     params = list(policy.parameters())
     if len(state["adam"]) != len(params):
@@ -139,4 +140,6 @@ def load_policy_state(policy: Controller, optimizer: torch.optim.Optimizer, stat
             avg, avg_sq = decode_tensor(saved["exp_avg"]), decode_tensor(saved["exp_avg_sq"])
             if avg.shape != p.shape or avg_sq.shape != p.shape:
                 raise ValueError("Adam state does not match the policy")
-            optimizer.state[p] = {"step": torch.tensor(float(saved["step"])), "exp_avg": avg, "exp_avg_sq": avg_sq}
+            if optimizer is not None:
+                optimizer.state[p] = {"step": torch.tensor(float(saved["step"])), "exp_avg": avg,
+                                      "exp_avg_sq": avg_sq}

@@ -103,17 +103,19 @@ class MnasRLSampler(CategoricalSampler):
             self.sync(study, space, with_outcome(trial, state, values))
 
     # -- the policy --
-    def _fresh(self, space: dict[str, CategoricalDistribution]) -> tuple[Controller, torch.optim.Adam]:
+    def _fresh(self, space: dict[str, CategoricalDistribution]) -> Controller:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self._seed)
-            policy = Controller([len(d.choices) for d in space.values()], self.hidden)
-        return policy, torch.optim.Adam(policy.parameters(), lr=self.lr)
+            return Controller([len(d.choices) for d in space.values()], self.hidden)
 
-    def _restore(self, state: dict[str, Any] | None, space) -> tuple[Controller, torch.optim.Adam]:
-        policy, optimizer = self._fresh(space)
+    def _restore(self, state: dict[str, Any] | None, space, optimizer: bool = False
+                 ) -> tuple[Controller, torch.optim.Adam | None]:
+        """The stored policy (a fresh one without a state), with Adam's state if ``optimizer``."""
+        policy = self._fresh(space)
+        adam = torch.optim.Adam(policy.parameters(), lr=self.lr) if optimizer else None
         if state is not None:
-            load_policy_state(policy, optimizer, state)
-        return policy, optimizer
+            load_policy_state(policy, adam, state)
+        return policy, adam
 
     def validate_state(self, state: dict[str, Any]) -> None:
         if state.get("hidden") != self.hidden:
@@ -170,7 +172,7 @@ class MnasRLSampler(CategoricalSampler):
         return state
 
     def _learn(self, state: dict[str, Any] | None, space, pending) -> dict[str, Any]:
-        policy, optimizer = self._restore(state, space)
+        policy, optimizer = self._restore(state, space, optimizer=True)
         baseline = state["baseline"] if state is not None else None
         seen = list(state["seen"]) if state is not None else []
         updates = state["updates"] if state is not None else 0
