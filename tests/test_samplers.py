@@ -317,3 +317,28 @@ def test_two_processes_on_a_journal_file(cls, tmp_path):
 @pytest.mark.parametrize("cls", SAMPLERS)
 def test_two_processes_on_postgresql(cls):
     check_shared(cls, two_processes(cls, postgres_url(), f"samplers-{uuid.uuid4().hex[:8]}"))
+
+
+def test_rl_update_is_dropped_when_another_worker_updated_first():
+    """The compare-and-swap: A computes an update from version 0 while B writes version 1; A must
+    not overwrite B, and starts again from B's policy (nothing left to learn: B saw every trial)."""
+    study = optuna.create_study(direction="maximize", sampler=MnasRLSampler(seed=0, batch=100))
+    study.optimize(objective, n_trials=4)
+    space = study.sampler.infer_relative_search_space(study, study.trials[-1])
+    a, b = MnasRLSampler(seed=0, batch=2), MnasRLSampler(seed=1, batch=2)
+    learn, writes = a._learn, []
+
+    def learn_while_b_writes(state, space_, pending):
+        if not writes:
+            writes.append("b")
+            b.sync(study, space_)  # the other worker wins the race
+        return learn(state, space_, pending)
+
+    a._learn = learn_while_b_writes
+    a.write_state = lambda study_, state: writes.append("a")
+    won = study_system_attrs(study)
+    result = a.sync(study, space)
+    stored = study_system_attrs(study)[MnasRLSampler.STATE_KEY]
+    assert writes == ["b"] and MnasRLSampler.STATE_KEY not in won
+    assert stored["version"] == 1 and stored["seen"] == [0, 1, 2, 3] and stored["updates"] == 2
+    assert result == stored
