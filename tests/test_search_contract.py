@@ -171,3 +171,21 @@ def test_rl_policy_state_is_saved_with_the_study(experiment):
     for t in result.study.get_trials(deepcopy=False):  # each trial keeps what PPO needs from its sampling
         sample = t.system_attrs["nas:mnas_rl:sample"]
         assert sample["tokens"] == sampler.tokens(t, sampler._space) and sample["logp"] < 0
+
+
+@pytest.mark.parametrize("strategy", ["rl", "evolution"])
+def test_a_corrupt_stored_sampler_state_stops_the_search_before_any_trial(experiment, tmp_path, strategy):
+    from nas.errors import NasError
+    from nas.samplers.optuna_private import set_study_system_attr, study_system_attrs
+
+    storage = f"journal:{tmp_path / 'journal.log'}"
+    study = run(experiment.replace(search={"n_trials": 5}), strategy, storage).study
+    key = {"rl": "nas:mnas_rl", "evolution": "nas:evolution"}[strategy]
+    set_study_system_attr(study, key, {"format": "something else"})
+    before = [(t.number, t.state, t.params) for t in study.get_trials()]
+    with pytest.raises(NasError, match="is corrupt"):
+        run(experiment, strategy, storage)
+    after = optuna.load_study(study_name=study.study_name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))))
+    assert [(t.number, t.state, t.params) for t in after.get_trials()] == before
+    assert study_system_attrs(after)[key] == {"format": "something else"}
