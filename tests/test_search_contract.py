@@ -156,13 +156,36 @@ def test_pareto_mode_records_two_objectives(experiment):
 def test_rl_policy_state_is_saved_with_the_study(experiment):
     import torch
 
+    from nas.samplers.optuna_private import study_system_attrs
     from nas.search.rl import RLStrategy
 
+    space = load_space(experiment.space)
     result = run(experiment, "rl")  # 10 trials, batch 5: two PPO updates
-    state = result.study.user_attrs["rl_state"]
-    assert state["updates"] == 2 and state["seen"] == list(range(N)) and state["buffer"] == []
-    fresh = RLStrategy(load_space(experiment.space), result.study, seed=3)
-    assert fresh.updates == 2 and fresh.baseline == pytest.approx(state["baseline"])
-    untrained = RLStrategy(load_space(experiment.space), optuna.create_study(), seed=3)
-    moved = [not torch.equal(a, b) for a, b in zip(fresh.policy.parameters(), untrained.policy.parameters())]
-    assert any(moved)  # the policy learned and was restored from the study, not re-initialised
+    state = study_system_attrs(result.study)["nas:mnas_rl"]
+    assert state["updates"] == 2 and state["seen"] == list(range(N)) and state["version"] == 2
+    sampler = RLStrategy.sampler(3, {}, space=space)
+    trained, _ = sampler._restore(sampler.load(result.study, sampler._space), sampler._space)
+    untrained, _ = sampler._restore(None, sampler._space)
+    moved = [not torch.equal(a, b) for a, b in zip(trained.parameters(), untrained.parameters())]
+    assert any(moved)  # the policy learned and is restored from the study, not re-initialised
+    for t in result.study.get_trials(deepcopy=False):  # each trial keeps what PPO needs from its sampling
+        sample = t.system_attrs["nas:mnas_rl:sample"]
+        assert sample["tokens"] == sampler.tokens(t, sampler._space) and sample["logp"] < 0
+
+
+@pytest.mark.parametrize("strategy", ["rl", "evolution"])
+def test_a_corrupt_stored_sampler_state_stops_the_search_before_any_trial(experiment, tmp_path, strategy):
+    from nas.errors import NasError
+    from nas.samplers.optuna_private import set_study_system_attr, study_system_attrs
+
+    storage = f"journal:{tmp_path / 'journal.log'}"
+    study = run(experiment.replace(search={"n_trials": 5}), strategy, storage).study
+    key = {"rl": "nas:mnas_rl", "evolution": "nas:evolution"}[strategy]
+    set_study_system_attr(study, key, {"format": "something else"})
+    before = [(t.number, t.state, t.params) for t in study.get_trials()]
+    with pytest.raises(NasError, match="is corrupt"):
+        run(experiment, strategy, storage)
+    after = optuna.load_study(study_name=study.study_name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))))
+    assert [(t.number, t.state, t.params) for t in after.get_trials()] == before
+    assert study_system_attrs(after)[key] == {"format": "something else"}

@@ -1,10 +1,12 @@
-"""Platform-aware search: strategies behind one ask/tell port, all recorded in an Optuna study.
+"""Platform-aware search: strategies are Optuna samplers, all recorded in an Optuna study.
 
-- :mod:`nas.search.base`: the port (``Strategy.ask() -> Proposal``, ``tell(proposal, record)``)
+- :mod:`nas.search.base`: the port (``Strategy.sampler(...)``, ``Strategy.ask() -> Proposal``)
   and immutable :class:`TrialRecord`;
 - :mod:`nas.search.optuna_strategies`: ``random``, ``tpe``, ``nsga2``;
-- :mod:`nas.search.rl`: ``rl``, MnasNet's recurrent controller trained with PPO;
-- :mod:`nas.search.evolution`: ``evolution``, regularized (aging) evolution;
+- :mod:`nas.search.rl`: ``rl``, MnasNet's recurrent controller trained with PPO
+  (:class:`nas.samplers.MnasRLSampler`);
+- :mod:`nas.search.evolution`: ``evolution``, regularized (aging) evolution
+  (:class:`nas.samplers.RegularizedEvolutionSampler`);
 - :mod:`nas.search.evaluate`: proxy training + latency of one candidate;
 - :mod:`nas.search.runner`: study creation / resume, the loop, progress;
 - :mod:`nas.search.results`: trials.csv, best spec, Pareto plot, hypervolume.
@@ -12,7 +14,7 @@
 
 from __future__ import annotations
 
-from nas.search.base import PlannedSampler, Proposal, Strategy, TrialRecord
+from nas.search.base import Proposal, Strategy, TrialRecord
 from nas.search.evolution import EvolutionStrategy
 from nas.search.optuna_strategies import NSGA2Strategy, RandomStrategy, TPEStrategy
 from nas.search.rl import RLStrategy
@@ -31,4 +33,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'nas.search' has no attribute {name!r}")
 
 
-__all__ = ["STRATEGIES", "PlannedSampler", "Proposal", "Strategy", "TrialRecord", "run_search", "SearchResult"]
+__all__ = ["STRATEGIES", "Proposal", "Strategy", "TrialRecord", "run_search", "SearchResult"]

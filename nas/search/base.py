@@ -1,16 +1,16 @@
-"""The strategy port: ``ask() -> Proposal`` / ``tell(proposal, record)``, over an Optuna study.
+"""The strategy port: a named Optuna sampler plus ``ask() -> Proposal``, over an Optuna study.
 
 Every strategy records its trials in one Optuna study, so storages, optuna-dashboard and Optuna's
-plots work on every search. A proposal is an Optuna trial (RUNNING in the study) plus the
-assignment of the space's decisions that it carries as categorical params. Optuna strategies let
-their sampler choose the params; ``rl`` and ``evolution`` choose the assignment themselves and hand
-it to the study through :class:`PlannedSampler`. Trials enqueued in the study (the re-run of an
-interrupted trial) are asked first and keep their params, whatever the strategy.
+plots work on every search. A strategy is the study's sampler (Optuna's, or one of
+:mod:`nas.samplers`) with the settings of the experiment's ``search.options``; it chooses every
+decision through ``trial.suggest_categorical``. A proposal is an Optuna trial (RUNNING in the
+study) plus the assignment of the space's decisions that it carries as categorical params. Trials
+enqueued in the study (the re-run of an interrupted trial) are asked first and keep their params,
+whatever the strategy.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -72,31 +72,14 @@ def finished_records(study: optuna.Study, states=(TrialState.COMPLETE,)) -> list
     return [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False, states=states)]
 
 
-def trial_rng(seed: int, number: int, salt: str = "") -> random.Random:
-    """A random generator for one trial number: a resumed search draws what it would have drawn."""
-    return random.Random(f"{salt}:{seed}:{number}")
-
-
-class PlannedSampler(optuna.samplers.BaseSampler):
-    """Returns the values a strategy planned for the trial being asked (``plan``); records them only."""
-
-    def __init__(self) -> None:
-        self.plan: dict[str, Any] = {}
-
-    def infer_relative_search_space(self, study, trial):
-        return {}
-
-    def sample_relative(self, study, trial, search_space):
-        return {}
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        if param_name not in self.plan:
-            raise RuntimeError(f"no planned value for {param_name}")
-        return self.plan[param_name]
+def reward_attr(trial: FrozenTrial) -> float | None:
+    """The MnasNet reward the loop records on a finished trial (complete, pruned at the accuracy it
+    reached, or cached): what ``rl`` and ``evolution`` learn from."""
+    return trial.user_attrs.get("reward")
 
 
 class Strategy:
-    """Base class: subclasses set ``name`` and implement ``sampler`` and/or ``propose``.
+    """Base class: subclasses set ``name`` and implement ``sampler``.
 
     ``options`` are strategy settings from the experiment's ``search.options`` (checked against
     ``OPTIONS``, name -> default). ``directions`` are the study's optimisation directions.
@@ -104,7 +87,6 @@ class Strategy:
 
     name: ClassVar[str] = "base"
     OPTIONS: ClassVar[dict[str, Any]] = {}
-    plans_itself: ClassVar[bool] = True  # the strategy, not the Optuna sampler, chooses assignments
 
     def __init__(self, space: SearchSpace, study: optuna.Study, seed: int = 0, options: dict | None = None):
         self.check_options(options or {})
@@ -121,21 +103,12 @@ class Strategy:
             raise NasError(f"unknown option {unknown[0]!r} for strategy {cls.name} (allowed: {allowed})")
 
     @classmethod
-    def sampler(cls, seed: int, options: dict, constraints_func=None) -> optuna.samplers.BaseSampler:
-        """The sampler the study is created with."""
-        return PlannedSampler()
-
-    def propose(self, number: int) -> dict[str, Any]:
-        """The assignment for trial ``number`` (strategies that plan themselves)."""
+    def sampler(cls, seed: int, options: dict, constraints_func=None,
+                space: SearchSpace | None = None) -> optuna.samplers.BaseSampler:
+        """The sampler the study is created with (``space``: the decisions it will be asked for)."""
         raise NotImplementedError
 
     def ask(self) -> Proposal:
-        trial = self.study.ask()
-        if self.plans_itself and isinstance(self.study.sampler, PlannedSampler):
-            # Params of an enqueued trial (a re-run) are fixed and take precedence over the plan.
-            self.study.sampler.plan = self.propose(trial.number)
+        trial = self.study.ask()  # an enqueued trial's params (a re-run) take precedence over the sampler's
         assignment = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in self.decisions}
         return Proposal(trial, assignment, self.space.decode(assignment))
-
-    def tell(self, proposal: Proposal, record: TrialRecord) -> None:
-        """Learn from a finished trial (called after the study has recorded it)."""

@@ -16,10 +16,9 @@ class RandomStrategy(Strategy):
     """Uniform sampling of every decision (the reference every strategy must beat)."""
 
     name = "random"
-    plans_itself = False
 
     @classmethod
-    def sampler(cls, seed, options, constraints_func=None):
+    def sampler(cls, seed, options, constraints_func=None, space=None):
         return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -27,11 +26,10 @@ class TPEStrategy(Strategy):
     """Tree-structured Parzen estimator (multivariate), random for the first ``n_startup_trials``."""
 
     name = "tpe"
-    plans_itself = False
     OPTIONS = {"n_startup_trials": 10, "multivariate": True}
 
     @classmethod
-    def sampler(cls, seed, options, constraints_func=None):
+    def sampler(cls, seed, options, constraints_func=None, space=None):
         opts = {**cls.OPTIONS, **options}
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=opts["n_startup_trials"],
                                           multivariate=opts["multivariate"], constraints_func=constraints_func)
@@ -41,11 +39,10 @@ class NSGA2Strategy(Strategy):
     """NSGA-II: the multi-objective genetic algorithm (also runs on one objective)."""
 
     name = "nsga2"
-    plans_itself = False
     OPTIONS = {"population_size": 16, "mutation_prob": None, "crossover_prob": 0.9}
 
     @classmethod
-    def sampler(cls, seed, options, constraints_func=None):
+    def sampler(cls, seed, options, constraints_func=None, space=None):
         opts = {**cls.OPTIONS, **options}
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=opts["population_size"],
                                              mutation_prob=opts["mutation_prob"],

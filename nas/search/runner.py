@@ -1,5 +1,9 @@
 """Running a search: open (or resume) the study, loop ask -> evaluate -> tell, write the results.
 
+Every strategy is the study's Optuna sampler (``rl`` and ``evolution`` are :mod:`nas.samplers`),
+so the loop is the same for all: ``study.ask``, suggest the space's decisions, evaluate, ``study.tell``;
+the samplers learn from the told trials themselves.
+
 The study lives in an Optuna storage (default: SQLite in the output folder; see
 :mod:`nas.search.storage`). Running the same command again resumes: finished trials are kept. The
 budget ``n_trials`` counts finished (complete or pruned) trials of the whole study, not of one
@@ -36,6 +40,7 @@ from nas.errors import NasError
 from nas.experiment import Experiment, with_resolved_table
 from nas.latency.catalog import measures_here
 from nas.search import STRATEGIES
+from nas.samplers.optuna_private import set_trial_user_attr_by_number
 from nas.search.base import Proposal, Strategy, TrialRecord, finished_records
 from nas.search.evaluate import Evaluation
 from nas.search.results import best_record, hypervolume, pareto_front, plot_pareto, trials_frame
@@ -111,8 +116,8 @@ def open_study(experiment: Experiment, space: SearchSpace, strategy: str, storag
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     backend = make_storage(storage, heartbeat)
     try:
-        study = optuna.create_study(storage=backend, study_name=study_name, directions=directions,
-                                    sampler=cls.sampler(experiment.search.seed, experiment.search.options, constraints),
+        sampler = cls.sampler(experiment.search.seed, experiment.search.options, constraints, space)
+        study = optuna.create_study(storage=backend, study_name=study_name, directions=directions, sampler=sampler,
                                     pruner=_pruner(experiment.proxy.pruner), load_if_exists=True)
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
         raise NasError(f"cannot open study {study_name!r} in {redact(storage)}: {str(exc).splitlines()[0]}") from None
@@ -128,6 +133,8 @@ def open_study(experiment: Experiment, space: SearchSpace, strategy: str, storag
                        f"{', '.join(diff)}); use another out folder or --storage")
     if [d.name for d in study.directions] != [d.upper() for d in directions]:
         raise NasError(f"study {study_name!r} has directions {study.directions}, expected {directions}")
+    if hasattr(sampler, "check"):
+        sampler.check(study)  # a corrupt or foreign stored policy/population: NasError before any trial
     return study
 
 
@@ -239,9 +246,7 @@ class SearchLoop:
                 self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 self.study.enqueue_trial(proposal.assignment, user_attrs={"retry_of": trial.number})
                 raise
-        record = self._record(trial.number)
-        self.strategy.tell(proposal, record)
-        return record
+        return self._record(trial.number)
 
     def _surplus(self, number: int, n_trials: int) -> bool:
         """Did workers racing for the last slots ask more trials than the budget? The lowest numbers keep them."""
@@ -280,8 +285,7 @@ class SearchLoop:
             fail_stale_trials(self.study)
 
     def _set_claim(self, number: int, value: str | None) -> None:
-        trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
-        self.study._storage.set_trial_user_attr(trial_id, "claim", value)
+        set_trial_user_attr_by_number(self.study, number, "claim", value)
 
     def _record(self, number: int) -> TrialRecord:
         for t in self.study.get_trials(deepcopy=False):

@@ -25,11 +25,12 @@ from typing import Callable
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat, BaseHeartbeatThread, get_heartbeat_thread, is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import NasError
+from nas.samplers import optuna_private as private
+from nas.samplers.optuna_private import BaseHeartbeat, BaseHeartbeatThread
 
 HEARTBEAT_ATTR = "nas_heartbeat"
 # Our loop is ask/tell with Optuna's heartbeat thread around each trial (see above), which is what
@@ -77,7 +78,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
-        return [t._trial_id for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        return [private.trial_id(t) for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
                 if HEARTBEAT_ATTR in t.system_attrs and now - t.system_attrs[HEARTBEAT_ATTR] > self.heartbeat.grace]
 
     def get_heartbeat_interval(self) -> int | None:
@@ -149,12 +150,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def heartbeats_on(study: optuna.Study) -> bool:
-    return is_heartbeat_enabled(study._storage)
+    return private.heartbeat_enabled(study)
 
 
 def heartbeat_thread(study: optuna.Study, trial: optuna.Trial) -> BaseHeartbeatThread:
     """Optuna's heartbeat thread for one trial (a no-op without heartbeats); use as ``with``."""
-    return get_heartbeat_thread(trial._trial_id, study._storage)
+    return private.heartbeat_thread(study, trial)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -169,25 +170,19 @@ def without_heartbeat(study: optuna.Study) -> list[FrozenTrial]:
     """RUNNING trials that never recorded a heartbeat: left by a process that ran without heartbeats
     (one process on SQLite, an older run), which Optuna would never fail. A worker records its first
     heartbeat right after ``ask``, so these are orphans, re-run at start like a single process does."""
-    storage = study._storage
+    storage = private.storage_of(study)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if isinstance(storage, HeartbeatJournalStorage):
         return [t for t in running if HEARTBEAT_ATTR not in t.system_attrs]
-    if isinstance(storage, optuna.storages.RDBStorage):
-        from optuna.storages._rdb import models
-
-        session = storage.scoped_session()
-        try:
-            beating = {trial_id for (trial_id,) in session.query(models.TrialHeartbeatModel.trial_id)}
-        finally:
-            session.close()
-        return [t for t in running if t._trial_id not in beating]
+    rdb = private.rdb_storage(study)
+    if rdb is not None:
+        beating = private.rdb_trial_ids_with_heartbeat(rdb)
+        return [t for t in running if private.trial_id(t) not in beating]
     return running
 
 
 def retried_from(trial: optuna.Trial | FrozenTrial) -> int | None:
     """The number of the trial this one re-runs (a killed worker's trial), if any."""
-    attrs = trial.system_attrs if isinstance(trial, FrozenTrial) else trial.storage.get_trial_system_attrs(
-        trial._trial_id)
+    attrs = trial.system_attrs if isinstance(trial, FrozenTrial) else private.trial_system_attrs(trial.study, trial)
     history = attrs.get("retry_history") or []
     return history[-1] if history else None

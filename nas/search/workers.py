@@ -13,7 +13,7 @@ them and writes the results once. Workers coordinate only through the storage:
 - no duplicated work: the spec-hash claim of :mod:`nas.search.runner`;
 - a killed worker: its trial's heartbeat stops, another worker fails it after the grace period and
   Optuna's retry callback re-queues it (:mod:`nas.search.storage`); the next ``ask`` picks it up;
-- the RL controller: its state lives in the study (:mod:`nas.search.rl`, multi-worker notes).
+- the RL policy: it lives in the study, updated under a version check (:mod:`nas.samplers.rl`).
 """
 
 from __future__ import annotations
