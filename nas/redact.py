@@ -36,14 +36,15 @@ def _split_userinfo(url: str) -> tuple[str, str, str] | None:
     return scheme + "://", userinfo, rest[len(userinfo):]
 
 
-def _remember(secret: str) -> None:
-    if secret:
-        _remembered.add(secret)
-        _remembered.add(unquote(secret))
-        # The pieces another parser may take for the host or the password: "pa@ss" -> "pa", "ss".
-        for piece in re.split(r"[@:/]", secret):
-            if piece:
-                _remembered.add(piece)
+def _remember(secret: str, host: str = "") -> None:
+    """Remember a secret; for a password with '@' also what SQLAlchemy takes for the host
+    ("user:pa@ss@host" -> host "ss@host"), which drivers echo."""
+    if not secret:
+        return
+    _remembered.add(secret)
+    _remembered.add(unquote(secret))
+    if "@" in secret and host:
+        _remembered.add(secret.split("@", 1)[1] + "@" + host)
 
 
 def redact(url: str) -> str:
@@ -55,7 +56,7 @@ def redact(url: str) -> str:
         scheme, userinfo, rest = parts
         user, colon, password = userinfo.partition(":")
         if colon:
-            _remember(password)
+            _remember(password, re.split(r"[:/?#]", rest[1:], maxsplit=1)[0])
             url = f"{scheme}{user}:{MASK}{rest}"
     for match in _SECRET_QUERY.finditer(url):
         _remember(match.group(2))
@@ -63,14 +64,23 @@ def redact(url: str) -> str:
 
 
 def scrub(text: str) -> str:
-    """``text`` with every URL in it redacted and every secret :func:`redact` has seen masked (a
-    secret shorter than 4 characters only where it stands alone between non-alphanumerics)."""
-    text = _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
+    """``text`` with every URL in it redacted and, outside URLs, every secret :func:`redact` has seen
+    masked (a secret shorter than 4 characters only where it stands alone)."""
+    urls = [(m.start(), m.end(), redact(m.group(0))) for m in _URL_IN_TEXT.finditer(text)]
+    pieces, last = [], 0
+    for start, end, url in urls:
+        pieces += [_mask(text[last:start]), url]
+        last = end
+    pieces.append(_mask(text[last:]))
+    return "".join(pieces)
+
+
+def _mask(text: str) -> str:
     for secret in sorted(_remembered, key=len, reverse=True):
         if len(secret) >= 4:
             text = text.replace(secret, MASK)
         else:
-            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", MASK, text)
+            text = re.sub(rf"(?<![A-Za-z0-9_]){re.escape(secret)}(?![A-Za-z0-9_])", MASK, text)
     return text
 
 
