@@ -82,7 +82,12 @@ def _say(prefix: str, message: Any) -> None:
 
 def print_json(obj: Any) -> None:
     """Print one JSON object on stdout (the ``--json`` output of every command)."""
-    print(json.dumps(obj, indent=2, sort_keys=False, default=str))
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, default=str, allow_nan=False)
+    except ValueError:  # NaN or an infinity: not JSON, never printed as such
+        raise NasError("the result holds a number that is not finite (NaN or infinity); is the input (a table's "
+                       "median_ms, say) corrupt?") from None
+    print(text)
 
 
 def one_line_warning(message, category, filename, lineno, line=None) -> str:
