@@ -431,7 +431,14 @@ def load_experiment(path: str | Path, check_files: bool = True) -> Experiment:
 
 
 def check_experiment_files(exp: Experiment) -> None:
-    """The space loads; the latency table exists and was built for this space."""
+    """The space loads; the latency table exists and was built for this space; the output folder can
+    take outputs (checked before any work, :func:`nas.io.check_output_dir`)."""
+    from nas.io import check_output_dir
+
+    try:
+        check_output_dir(exp.out)
+    except NasError as exc:
+        raise _fail(exp.source, f"out: {exc}") from None
     space = exp.load_space()
     if exp.latency.table is None:
         return

@@ -28,7 +28,10 @@ TWO_GB_KB = 2 * 1024 * 1024  # ru_maxrss is in KiB on Linux
 MEASURED_MAIN = """
 import resource, sys
 from nas.cli import main
-status = main(sys.argv[1:])
+try:
+    status = main(sys.argv[1:])
+except SystemExit as exc:  # argparse
+    status = exc.code
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 sys.exit(status)
 """

@@ -74,6 +74,13 @@ def output_dir(text: str) -> str:
     return text
 
 
+def url(text: str) -> str:
+    """An argparse type: a URL or storage string of printable characters, at most 4096 of them."""
+    if len(text) > 4096 or not text.isprintable() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError("expected a URL (printable, no spaces, at most 4096 characters)")
+    return text
+
+
 def cores() -> int:
     return os.cpu_count() or 1
 

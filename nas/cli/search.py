@@ -13,7 +13,7 @@ def register(subparsers) -> None:
     p.add_argument("--strategy", help="rl, tpe, nsga2, random or evolution (default: the experiment's)")
     p.add_argument("--trials", type=A.integer(1, 10**6), help="finished trials the study should reach")
     p.add_argument("--timeout", type=A.number(0, 10**7, above=True), metavar="MIN", help="stop starting new trials after MIN minutes")
-    p.add_argument("--storage", metavar="URL",
+    p.add_argument("--storage", type=A.url, metavar="URL",
                    help="Optuna storage: sqlite:///PATH (default: SQLite in the output folder), "
                         "postgresql://USER:PASSWORD@HOST:PORT/DB (several machines), journal:PATH (one machine, no server)")
     p.add_argument("--study", metavar="NAME", help="study name (default: EXPERIMENT-STRATEGY); processes with the "
