@@ -143,6 +143,7 @@ def test_arabic_indic_digits_in_spec_string_refused():
         ArchSpec.from_string(text)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", [
     ("stem_c16", "stem_c1000000000"),   # 10^9: more than 9 digits
     ("stem_c16", "stem_c999999999"),    # more than the channel limit
@@ -200,6 +201,7 @@ def test_driver_message_echoing_part_of_the_password_is_scrubbed():
     assert "hunter2" not in scrub("error: postgresql://u@h/db?password=hunter2 refused")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", ["postgresql://nas:pa@ss@127.0.0.1:1/db",
                                  "postgresql://nas@127.0.0.1:1/db?password=hunter2secret"])
 def test_no_secret_on_stderr(tmp_path, url):
