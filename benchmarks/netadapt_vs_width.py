@@ -1,6 +1,6 @@
 """NetAdapt vs. a uniform width multiplier at the same measured latency, same total training budget.
 
-    python benchmarks/netadapt_vs_width.py --table latency_tables/fashion_mnist_onnxruntime_t1 \\
+    python benchmarks/netadapt_vs_width.py --table latency_tables/fashion_mnist \\
         [--base-epochs 10] [--target 0.8] [--short-steps 200] [--long-epochs 2] [--out experiments/bench_netadapt]
     python benchmarks/netadapt_vs_width.py --from-run runs/fashion_mnist --val-fraction 0.05 --optimizer adamw \\
         --out runs/fashion_mnist_vs_width
@@ -113,7 +113,7 @@ def matched_uniform(path: Path, spec: ArchSpec, adapted: ArchSpec, latency: Tabl
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--table", default=str(ROOT / "latency_tables" / "fashion_mnist_onnxruntime_t1"))
+    p.add_argument("--table", default=str(ROOT / "latency_tables" / "fashion_mnist"))
     p.add_argument("--checkpoint", help="start from this trained network instead of training the baseline")
     p.add_argument("--from-run", type=Path, metavar="RUN_DIR",
                    help="a finished `nas run` output folder: its trained network and NetAdapt result")
@@ -136,7 +136,10 @@ def main() -> None:
         args.checkpoint = str(args.from_run / "train" / "checkpoint.pt")
     splits = load_data("fashion-mnist", subset=args.subset, val_fraction=args.val_fraction)
     spec, ckpt, base_metrics = baseline_network(args, splits)
-    latency = TableLatency(args.table)
+    from nas.latency.catalog import resolve_table
+    from nas.netadapt.loop import OVERLAY
+
+    latency = TableLatency(resolve_table(args.table), overlay=args.out / OVERLAY)  # this machine's table
     adapted = run_netadapt(args, spec, Path(ckpt), splits, latency, base_metrics)
 
     base_steps = int(base_metrics.get("steps") or 0)

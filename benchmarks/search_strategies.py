@@ -40,7 +40,7 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from nas.experiment import load_experiment  # noqa: E402
+from nas.experiment import load_experiment, with_resolved_table  # noqa: E402
 from nas.io import write_text_atomic  # noqa: E402
 from nas.samplers import MnasRLSampler  # noqa: E402
 from nas.samplers.optuna_private import study_system_attrs  # noqa: E402
@@ -102,20 +102,19 @@ def main() -> None:
     parser.add_argument("--proxy-threads", type=int, help="torch threads of the proxy training")
     parser.add_argument("--pruner", choices=["none", "median", "hyperband"], default="none",
                         help="Optuna pruner (default none: one evaluation per trial, at the end)")
-    parser.add_argument("--allow-foreign-table", action="store_true",
-                        help="use the experiment's latency table although it was measured on another CPU")
+    parser.add_argument("--device", default="this",
+                        help="whose latency table scores the networks: this machine's (default; built on first use) "
+                             "or a device id from the experiment's table folder (any device's table predicts)")
     args = parser.parse_args()
 
     proxy = {"pruner": "none", "eval_every": None} if args.pruner == "none" else {"pruner": args.pruner}
     if args.proxy_threads:
         proxy["threads"] = args.proxy_threads
-    exp = load_experiment(args.experiment).replace(proxy=proxy)
-    if args.allow_foreign_table:
-        exp = exp.replace(latency={"allow_foreign": True})
+    exp = with_resolved_table(load_experiment(args.experiment).replace(proxy=proxy, latency={"device": args.device}))
     if args.evaluator == "fast":
         from nas.latency import load_predictor
 
-        predictor = load_predictor(exp.latency.table, allow_foreign=exp.latency.allow_foreign)
+        predictor = load_predictor(exp.latency.table)
         evaluator = SyntheticEvaluator(predictor=predictor)
         storage = ":memory:"
     else:

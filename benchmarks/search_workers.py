@@ -28,7 +28,7 @@ def experiment(out: Path):
 
     return experiment_from_dict({
         "name": "bench", "space": str(ROOT / "search_spaces" / "fashion_mnist.yaml"), "out": str(out),
-        "proxy": {"steps": 1}, "latency": {"table": str(ROOT / "latency_tables" / "fashion_mnist_onnxruntime_t1")},
+        "proxy": {"steps": 1}, "latency": {"table": str(ROOT / "latency_tables" / "fashion_mnist" / "intel-xeon-2.80ghz-2c-ort1.32.0-t1-74165aa5")},
         "reward": {"target_ms": 0.05, "preset": "soft"},
         "search": {"strategy": "random", "n_trials": 10, "seed": 0, "baseline": False}})
 

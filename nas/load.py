@@ -58,6 +58,8 @@ def _checkpoint_path(path: Path) -> Path | None:
     text = str(path)
     if text.lstrip().startswith("in") and "stem_" in text:  # a spec string
         return None
+    if "\x00" in text or len(text) > 4096:  # not a file name; load_spec_arg says what it is not
+        return None
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
     except OSError:  # e.g. a name too long for a file: not a checkpoint
@@ -76,8 +78,10 @@ def _checkpoint_path(path: Path) -> Path | None:
 
 def _load_checkpoint(checkpoint: Path, given: Path) -> Loaded:
     from nas.models import build_model
+    from nas.spec.resolve import check_checkpoint_file
     from nas.train import check_state_dict, load_checkpoint
 
+    check_checkpoint_file(checkpoint)  # a regular file within the size limit
     saved = load_checkpoint(checkpoint)  # weights_only=True; refuses pickled objects
     if given.is_dir() and (given / "spec.json").is_file():
         _check_run_spec(given / "spec.json", saved.spec, checkpoint)
@@ -90,8 +94,10 @@ def _load_checkpoint(checkpoint: Path, given: Path) -> Loaded:
 def _check_run_spec(spec_file: Path, spec: Any, checkpoint: Path) -> None:
     from nas.spec import ArchSpec
 
+    from nas.io import read_json
+
     try:
-        written = ArchSpec.from_json(spec_file.read_text())
+        written = ArchSpec.from_dict(read_json(spec_file, NasError, "spec file"))
     except NasError as exc:
         raise NasError(f"{spec_file}: {exc}") from None
     if written.hash != spec.hash:

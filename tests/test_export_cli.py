@@ -46,7 +46,7 @@ def test_bad_inputs_give_one_line_and_status_2(tmp_path, capsys):
     wrong = save_checkpoint(tmp_path / "wrong.pt", spec, build_model(load_space(FASHION).sample(5), seed=0))
     cases = [
         ([spec_file, "--format", "png", "--out", tmp_path / "o1"], "invalid choice: 'png'"),
-        ([spec_file, "--format", "onnx", "--out", blocker / "out"], "not writable"),
+        ([spec_file, "--format", "onnx", "--out", blocker / "out"], "is not a folder"),
         ([spec_file, "--format", "onnx-int8", "--out", tmp_path / "o2"], "needs --data"),
         ([wrong, "--format", "onnx", "--out", tmp_path / "o3"], "does not match the spec"),
         ([tmp_path / "missing.json", "--format", "onnx", "--out", tmp_path / "o4"], "missing.json"),

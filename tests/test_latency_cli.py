@@ -149,7 +149,7 @@ def test_bad_inputs_are_one_line(built, tmp_path):
     assert_one_line_error(run_cli("lut", "build", "--space", space_path, "--runtime", "tflite", "--out", tmp_path / "x"),
                           "unknown runtime 'tflite'")
     assert_one_line_error(run_cli("lut", "build", "--space", space_path, "--threads", "0", "--out", tmp_path / "x"),
-                          "threads must be an integer >= 1")
+                          "--threads: must be between 1")
     assert_one_line_error(run_cli("latency", "measure", spec, "--threads", "0"), "threads")
     assert_one_line_error(run_cli("lut", "build", "--space", tmp_path / "nope.yaml", "--out", tmp_path / "x"),
                           "nope.yaml")

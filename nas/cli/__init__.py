@@ -1,8 +1,11 @@
 """The ``nas`` command line: argument parsing and printing only.
 
 Every command lives in a module of this package that exposes ``register(subparsers)``; the
-command itself calls a plain function of the library. A :class:`~nas.errors.NasError` becomes one
-line on stderr and exit status 2.
+command itself calls a plain function of the library. A :class:`~nas.errors.NasError` (and bad
+usage) becomes one line on stderr and exit status 2; so do a RecursionError or MemoryError (input
+too deep or too large for a check to have caught it). Any other exception is a bug: one line, a
+pointer to ``--debug`` (which shows the traceback) and exit status 3. Everything printed on stderr
+is scrubbed of URL secrets (:func:`nas.redact.scrub`).
 """
 
 from __future__ import annotations
@@ -11,10 +14,15 @@ import argparse
 import importlib
 import json
 import sys
+import traceback
 import warnings
 from typing import Any, Sequence
 
 from nas.errors import NasError
+
+EXIT_ERROR = 2      # the user's input: NasError, bad usage, input too deep or too large
+EXIT_BUG = 3        # an unexpected exception (run again with --debug for the traceback)
+EXIT_INTERRUPTED = 130
 
 # One line per command group; each module has ``register(subparsers)``.
 COMMAND_MODULES = [
@@ -33,24 +41,59 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports bad usage as one line and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        from nas.redact import scrub
+
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {scrub(_one_line(message))}\n")
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="nas", description="Platform-aware NAS for CPUs.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error "
+                                                             "(also accepted after the command)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _add_force_threads(parser)
     return parser
+
+
+def _add_force_threads(parser: argparse.ArgumentParser) -> None:
+    """Every command with ``--threads`` also gets ``--force-threads`` (more threads than cores)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_force_threads(child)
+    if "--threads" in parser._option_string_actions and "--force-threads" not in parser._option_string_actions:
+        parser.add_argument("--force-threads", action="store_true",
+                            help="allow --threads above this machine's core count")
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = " / ".join(lines) if len(lines) <= 3 else " / ".join(lines[:3]) + " ..."
+    return line[:2000]
+
+
+def _say(prefix: str, message: Any) -> None:
+    from nas.redact import scrub
+
+    print(f"nas: {prefix}{scrub(_one_line(message))}", file=sys.stderr)
 
 
 def print_json(obj: Any) -> None:
     """Print one JSON object on stdout (the ``--json`` output of every command)."""
-    print(json.dumps(obj, indent=2, sort_keys=False, default=str))
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, default=str, allow_nan=False)
+    except ValueError:  # NaN or an infinity: not JSON, never printed as such
+        raise NasError("the result holds a number that is not finite (NaN or infinity); is the input (a table's "
+                       "median_ms, say) corrupt?") from None
+    print(text)
 
 
 def one_line_warning(message, category, filename, lineno, line=None) -> str:
-    return f"nas: warning: {message}\n"
+    from nas.redact import scrub
+
+    return f"nas: warning: {scrub(_one_line(message))}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,16 +105,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        from nas.cli.args import check_threads
+
+        check_threads(args)
         status = args.func(args)
     except NasError as exc:
-        print(f"nas: error: {exc}", file=sys.stderr)
-        return 2
+        _say("error: ", exc)
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        print("nas: interrupted (work done so far is kept; run the same command again to resume)", file=sys.stderr)
-        return 130
+        _say("", "interrupted (work done so far is kept; run the same command again to resume)")
+        return EXIT_INTERRUPTED
+    except RecursionError:
+        _say("error: ", "the input is nested too deeply to read")
+        return EXIT_ERROR
+    except MemoryError:
+        _say("error: ", "the input needs more memory than this machine has (reduce its sizes)")
+        return EXIT_ERROR
+    except Exception as exc:  # the last line of defence: a bug, not the user's input
+        if debug:
+            from nas.redact import scrub
+
+            sys.stderr.write(scrub(traceback.format_exc()))
+        _say("internal error: ", f"{type(exc).__name__}: {exc}"[:300]
+             + ("" if debug else " (run again with --debug for the traceback)"))
+        return EXIT_BUG
     return int(status or 0)
 
 

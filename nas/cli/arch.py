@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from nas.cli import args as A
 from nas.spec import ArchSpec, count_madds, count_params, layer_table, load_spec_arg, load_space
+
+from nas.spec.arch import MAX_CHANNELS, MAX_CLASSES, MAX_RESOLUTION
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,16 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                description="NAME is mobilenetv3-large|mobilenetv3-small, a spec JSON file, a space "
                                            "YAML (its baseline), a checkpoint, or a spec string.")
     show.add_argument("network", metavar="NAME|SPEC.json|SPACE.yaml")
-    show.add_argument("--width-mult", type=float)
-    show.add_argument("--num-classes", type=int)
-    show.add_argument("--resolution", type=int)
-    show.add_argument("--in-channels", type=int)
+    show.add_argument("--width-mult", type=A.width_mult)
+    show.add_argument("--num-classes", type=A.integer(1, MAX_CLASSES))
+    show.add_argument("--resolution", type=A.integer(1, MAX_RESOLUTION))
+    show.add_argument("--in-channels", type=A.integer(1, MAX_CHANNELS))
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=cmd_show)
 
     sample = arch_sub.add_parser("sample", help="sample a network from a search space")
     sample.add_argument("space", metavar="SPACE.yaml")
-    sample.add_argument("--seed", type=int, required=True)
+    sample.add_argument("--seed", type=A.seed, required=True)
     sample.add_argument("--json", action="store_true", help="print the spec as JSON")
     sample.set_defaults(func=cmd_sample)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nas.cli import args as A
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from nas.export.pipeline import FORMATS
@@ -15,18 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="SOURCE", help="CHECKPOINT.pt | RUN_DIR | SPEC.json | spec string | name")
     p.add_argument("--format", dest="formats", action="append", choices=FORMATS, required=True,
                    help="repeat for several formats")
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--out", required=True, type=A.output_dir, help="output folder (created if missing)")
     p.add_argument("--table", help="latency table folder, or a space's folder of tables (this machine's is used, built "
                                    "first if missing): adds the predicted latency to the card")
     p.add_argument("--data", help="dataset (fashion-mnist, cifar10, folder): needed for onnx-int8; also gives "
                                   "class names and normalisation")
     p.add_argument("--data-dir", help="dataset folder")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the latency measurement")
+    p.add_argument("--threads", type=A.threads, default=1, help="onnxruntime threads for the latency measurement")
     p.add_argument("--no-measure", action="store_true", help="skip the latency measurement")
-    p.add_argument("--calibration-images", type=int, default=300, help="int8 calibration images (default 300)")
-    p.add_argument("--eval-images", type=int, default=2000,
+    p.add_argument("--calibration-images", type=A.images, default=300, help="int8 calibration images (default 300)")
+    p.add_argument("--eval-images", type=A.images, default=2000,
                    help="test images for the fp32 vs int8 accuracy (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="weights of a bare spec; calibration sample")
+    p.add_argument("--seed", type=A.seed, default=0, help="weights of a bare spec; calibration sample")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_export)

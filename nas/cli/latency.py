@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nas.cli import args as A
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     lat = sub.add_parser("latency", help="predict or measure one network's latency")
@@ -21,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     meas = lat_sub.add_parser("measure", help="measure a spec or an ONNX file end to end")
     meas.add_argument("model", metavar="SPEC|MODEL.onnx")
     meas.add_argument("--runtime", default="onnxruntime", help="onnxruntime (default) or torch (specs only)")
-    meas.add_argument("--threads", type=int, default=1)
+    meas.add_argument("--threads", type=A.threads, default=1)
     meas.add_argument("--json", action="store_true")
     meas.set_defaults(func=cmd_measure)
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import time
 
+from nas.cli import args as A
+
 
 def _protocol_options(p: argparse.ArgumentParser) -> None:
     from nas.latency.measure import TABLE_PROTOCOL as d
 
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--threads", type=A.threads, default=1, help="intra-op threads (default 1)")
     p.add_argument("--statistic", default="median",
                    help="per-pass statistic: median (default), p10 or min (robust on a machine shared with other jobs)")
-    p.add_argument("--passes", type=int, default=d["passes"],
+    p.add_argument("--passes", type=A.integer(1, 10**4), default=d["passes"],
                    help=f"interleaved passes over each group (default {d['passes']})")
-    p.add_argument("--runs", type=int, default=d["runs"], help=f"timed calls per graph and pass (default {d['runs']})")
-    p.add_argument("--reference-runs", type=int, default=d["reference_runs"],
+    p.add_argument("--runs", type=A.integer(1, 10**6), default=d["runs"], help=f"timed calls per graph and pass (default {d['runs']})")
+    p.add_argument("--reference-runs", type=A.integer(0, 10**6), default=d["reference_runs"],
                    help="calls of the reference network (the space's baseline) framing every burst; latencies are "
                         "ratios to it on one time base, robust to the machine changing speed "
                         f"(default {d['reference_runs']}; 0: absolute times, unpaired)")
@@ -30,7 +32,7 @@ def _protocol_config(args: argparse.Namespace, **extra):
 
 def _measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", default="onnxruntime", help="onnxruntime (default) or torch")
-    p.add_argument("--group", type=int, default=16,
+    p.add_argument("--group", type=A.integer(1, 10**4), default=16,
                    help="units timed interleaved together and written together (default 16)")
     _protocol_options(p)
 
@@ -50,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     build = lut_sub.add_parser("build", help="measure every unit of a space on this machine (resumable)")
     _what_options(build)
     _measure_options(build)
-    build.add_argument("--out", metavar="DIR",
+    build.add_argument("--out", type=A.output_dir, metavar="DIR",
                        help="table folder (rerun to resume); default with --space: this machine's table in the "
                             "space's folder, latency_tables/SPACE/DEVICE-ID (found complete: nothing is measured)")
     build.add_argument("--no-progress", action="store_true")
@@ -60,21 +62,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     export = lut_sub.add_parser("export-kernels", help="write the units as ONNX graphs to measure on another device")
     _what_options(export)
     _protocol_options(export)
-    export.add_argument("--out", required=True, metavar="DIR")
+    export.add_argument("--out", required=True, type=A.output_dir, metavar="DIR")
     export.add_argument("--no-progress", action="store_true")
     export.set_defaults(func=cmd_export)
 
     imp = lut_sub.add_parser("import", help="turn a kernels folder measured on a device into a table")
     imp.add_argument("kernels", metavar="KERNELS_DIR")
-    imp.add_argument("--out", required=True, metavar="DIR")
+    imp.add_argument("--out", required=True, type=A.output_dir, metavar="DIR")
     imp.add_argument("--json", action="store_true")
     imp.set_defaults(func=cmd_import)
 
     val = lut_sub.add_parser("validate", help="predicted vs measured latency on held-out sampled networks")
     val.add_argument("table", metavar="TABLE")
-    val.add_argument("--samples", type=int, default=50)
-    val.add_argument("--seed", type=int, default=0)
-    val.add_argument("--out", metavar="DIR", help="write validation.csv/.json/.png here")
+    val.add_argument("--samples", type=A.integer(1, 10**5), default=50)
+    val.add_argument("--seed", type=A.seed, default=0)
+    val.add_argument("--out", type=A.output_dir, metavar="DIR", help="write validation.csv/.json/.png here")
     val.add_argument("--json", action="store_true")
     val.add_argument("--no-progress", action="store_true")
     val.set_defaults(func=cmd_validate)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nas.cli import args as A
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("netadapt", help="shrink a trained network's channels to a latency target (NetAdapt)",
@@ -16,25 +18,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="latency table folder, or a space's folder of tables (then this machine's is used, built "
                         "first if missing); another device's table predicts for that device")
     p.add_argument("--target", required=True, help="fraction of the starting latency (0.8) or milliseconds (3.5ms)")
-    p.add_argument("--short-steps", type=int, default=100, help="fine-tuning steps per proposal (default 100)")
-    p.add_argument("--long-epochs", type=float, default=1.0, help="final fine-tuning epochs (default 1)")
-    p.add_argument("--delta", type=float, default=0.01,
+    p.add_argument("--short-steps", type=A.steps, default=100, help="fine-tuning steps per proposal (default 100)")
+    p.add_argument("--long-epochs", type=A.number(0, A.MAX_EPOCHS), default=1.0, help="final fine-tuning epochs (default 1)")
+    p.add_argument("--delta", type=A.open_fraction, default=0.01,
                    help="latency cut per iteration as a fraction of the starting latency (default 0.01)")
-    p.add_argument("--delta-decay", type=float, default=1.0, help="multiply delta by this every iteration (default 1)")
+    p.add_argument("--delta-decay", type=A.fraction, default=1.0, help="multiply delta by this every iteration (default 1)")
     p.add_argument("--select", choices=("ratio", "accuracy"), default="ratio",
                    help="keep the proposal with the best dAcc/|dLatency| (MobileNetV3, default) or accuracy (NetAdapt)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=A.batch_size, default=128)
     p.add_argument("--optimizer", choices=("sgd", "adamw"),
                    help="fine-tuning optimizer (default: the one the checkpoint was trained with)")
-    p.add_argument("--lr", type=float, help="learning rate of the short fine-tunes (default: 0.01 sgd, 0.0002 adamw)")
-    p.add_argument("--long-lr", type=float, help="learning rate of the long fine-tune (default: 0.02 sgd, 0.0004 adamw)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=A.learning_rate, help="learning rate of the short fine-tunes (default: 0.01 sgd, 0.0002 adamw)")
+    p.add_argument("--long-lr", type=A.learning_rate, help="learning rate of the long fine-tune (default: 0.02 sgd, 0.0004 adamw)")
+    p.add_argument("--seed", type=A.seed, default=0)
     p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--data-dir")
-    p.add_argument("--subset", type=int, help="train on this many images only (seeded)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads for training")
+    p.add_argument("--subset", type=A.images, help="train on this many images only (seeded)")
+    p.add_argument("--threads", type=A.threads, help="torch intra-op threads for training")
     p.add_argument("--no-measure", action="store_true", help="skip the end-to-end latency measurements")
-    p.add_argument("--out", help="output folder (default: experiments/netadapt-<start spec hash>)")
+    p.add_argument("--out", type=A.output_dir, help="output folder (default: experiments/netadapt-<start spec hash>)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_netadapt)

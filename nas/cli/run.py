@@ -7,11 +7,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from nas.cli import args as A
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="search -> train -> NetAdapt -> export -> report (rerun to resume)")
     p.add_argument("experiment", metavar="EXPERIMENT.yaml")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: the experiment's out)")
+    p.add_argument("--out", type=A.output_dir, metavar="DIR", help="output folder (default: the experiment's out)")
     p.add_argument("--device", metavar="ID", help="target device: 'this' machine or a device id whose table is in "
                                                   "the experiment's table folder (default: the experiment's latency.device)")
     p.add_argument("--no-progress", action="store_true")

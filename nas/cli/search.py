@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nas.cli import args as A
 from nas.cli import print_json
 
 
@@ -10,22 +11,22 @@ def register(subparsers) -> None:
                               description="Run the search of an experiment file; rerunning resumes it.")
     p.add_argument("experiment", help="experiment YAML file (see experiments/)")
     p.add_argument("--strategy", help="rl, tpe, nsga2, random or evolution (default: the experiment's)")
-    p.add_argument("--trials", type=int, help="finished trials the study should reach")
-    p.add_argument("--timeout", type=float, metavar="MIN", help="stop starting new trials after MIN minutes")
-    p.add_argument("--storage", metavar="URL",
+    p.add_argument("--trials", type=A.integer(1, 10**6), help="finished trials the study should reach")
+    p.add_argument("--timeout", type=A.number(0, 10**7, above=True), metavar="MIN", help="stop starting new trials after MIN minutes")
+    p.add_argument("--storage", type=A.url, metavar="URL",
                    help="Optuna storage: sqlite:///PATH (default: SQLite in the output folder), "
                         "postgresql://USER:PASSWORD@HOST:PORT/DB (several machines), journal:PATH (one machine, no server)")
     p.add_argument("--study", metavar="NAME", help="study name (default: EXPERIMENT-STRATEGY); processes with the "
                                                    "same storage and study share the search")
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="run N local worker processes (default: 1)")
-    p.add_argument("--heartbeat", type=int, default=10, metavar="SEC",
+    p.add_argument("--workers", type=A.integer(1, 256), default=1, metavar="N", help="run N local worker processes (default: 1)")
+    p.add_argument("--heartbeat", type=A.integer(1, 86400), default=10, metavar="SEC",
                    help="workers: seconds between heartbeats of a running trial (default: 10)")
-    p.add_argument("--grace", type=int, default=60, metavar="SEC",
+    p.add_argument("--grace", type=A.integer(1, 10**6), default=60, metavar="SEC",
                    help="workers: a trial silent this long (killed worker) is failed and re-queued (default: 60)")
-    p.add_argument("--max-retry", type=int, default=3, metavar="N", help="workers: re-runs of a failed trial (default: 3)")
+    p.add_argument("--max-retry", type=A.integer(0, 1000), default=3, metavar="N", help="workers: re-runs of a failed trial (default: 3)")
     p.add_argument("--evaluator", default="proxy", metavar="NAME",
                    help="proxy (train, default) or synthetic[:SECONDS] (fake results, to try a storage/worker setup)")
-    p.add_argument("--out", help="output folder (default: the experiment's)")
+    p.add_argument("--out", type=A.output_dir, help="output folder (default: the experiment's)")
     p.add_argument("--device", metavar="ID", help="target device: 'this' machine or a device id whose table is in "
                                                   "the experiment's table folder (default: latency.device)")
     p.add_argument("--no-measure", action="store_true", help="do not re-measure the best network end to end")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from nas.cli import args as A
+from nas.spec.arch import MAX_RESOLUTION
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a network and report val/test accuracy",
@@ -13,22 +16,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist (default), cifar10 or folder")
     p.add_argument("--data-dir", help="dataset folder (default for fashion-mnist: the Debian package's)")
     budget = p.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--epochs", type=float, help="training budget in epochs (may be fractional)")
-    budget.add_argument("--steps", type=int, help="training budget in optimizer steps")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, help="peak learning rate (default: 0.1 x batch/128 for sgd, 0.002 for adamw)")
-    p.add_argument("--weight-decay", type=float)
+    budget.add_argument("--epochs", type=A.epochs, help="training budget in epochs (may be fractional)")
+    budget.add_argument("--steps", type=A.steps, help="training budget in optimizer steps")
+    p.add_argument("--batch-size", type=A.batch_size, default=128)
+    p.add_argument("--lr", type=A.learning_rate, help="peak learning rate (default: 0.1 x batch/128 for sgd, 0.002 for adamw)")
+    p.add_argument("--weight-decay", type=A.number(0, 1))
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--warmup-steps", type=A.integer(0, A.MAX_STEPS))
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--no-flip", action="store_true", help="no horizontal flip")
-    p.add_argument("--seed", type=int, default=0, help="training seed (the val split always uses seed 0)")
-    p.add_argument("--subset", type=int, help="train on this many images only (seeded)")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--image-size", type=int, help="folder data: resize images to this size")
-    p.add_argument("--width-mult", type=float, help="named networks only")
-    p.add_argument("--threads", type=int, help="torch intra-op threads")
-    p.add_argument("--out", help="write checkpoint.pt, spec.json and metrics.json here")
+    p.add_argument("--seed", type=A.seed, default=0, help="training seed (the val split always uses seed 0)")
+    p.add_argument("--subset", type=A.images, help="train on this many images only (seeded)")
+    p.add_argument("--val-fraction", type=A.open_fraction, default=0.1)
+    p.add_argument("--image-size", type=A.integer(1, MAX_RESOLUTION), help="folder data: resize images to this size")
+    p.add_argument("--width-mult", type=A.width_mult, help="named networks only")
+    p.add_argument("--threads", type=A.threads, help="torch intra-op threads")
+    p.add_argument("--out", type=A.output_dir, help="write checkpoint.pt, spec.json and metrics.json here")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train)

@@ -12,6 +12,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from nas.io import write_json_atomic, write_text_atomic
+
 CARD_JSON = "model_card.json"
 CARD_MD = "MODEL_CARD.md"
 CARD_FORMAT = "nas-model-card/1"
@@ -33,8 +35,8 @@ def write_card(card: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """Write ``model_card.json`` and ``MODEL_CARD.md`` into ``out_dir``; returns both paths."""
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / CARD_JSON, out_dir / CARD_MD
-    json_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
-    md_path.write_text(card_markdown(card))
+    write_json_atomic(json_path, card)
+    write_text_atomic(md_path, card_markdown(card))
     return [json_path, md_path]
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError
+from nas.io import atomic_path, check_output_dir
 from nas.export.card import CARD_FORMAT, machine_info, write_card
 from nas.export.onnx import OPSET, TOLERANCE, check_onnx, export_onnx
 from nas.export.quantize import QuantConfig, describe, onnx_predictions, quantize_int8
@@ -163,7 +164,17 @@ class _Job:
 
 
 def _write_format(job: _Job, fmt: str, path: Path) -> None:
-    """Write one format to ``path`` and check it; records the file and its check in ``job``."""
+    """Write one format to ``path`` and check it; records the file and its check in ``job``.
+
+    The file is written and checked under a temporary name in the output folder, then renamed onto
+    ``path`` (:func:`nas.io.atomic_path`): never half a file, never through a symlink."""
+    with atomic_path(path) as tmp:
+        diff = _write_checked(job, fmt, tmp)
+    job.files[fmt] = path
+    job.card_files.append({"file": path.name, "format": fmt, "bytes": path.stat().st_size, "max_abs_diff": diff})
+
+
+def _write_checked(job: _Job, fmt: str, path: Path) -> float | None:
     spec, model, config = job.loaded.spec, job.loaded.model, job.config
     diff = None
     if fmt == "json":
@@ -179,21 +190,14 @@ def _write_format(job: _Job, fmt: str, path: Path) -> None:
         quant = QuantConfig(images=config.calibration_images, seed=config.seed)
         quantize_int8(job.fp32, path, _with_normalization(job.splits.train, job.normalization), quant)
         job.int8 = _int8_accuracy(job.fp32, path, job.splits, job.normalization, config, quant)
-    job.files[fmt] = path
-    job.card_files.append({"file": path.name, "format": fmt, "bytes": path.stat().st_size, "max_abs_diff": diff})
+    return diff
 
 
 # --- 1. the request ------------------------------------------------------------------------------
 
 def _output_folder(out: str | Path) -> Path:
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise NasError(f"output folder {out} is not writable ({exc.strerror or exc})") from None
-    return out
+    """The output folder, checked (and created) before any work: :func:`nas.io.check_output_dir`."""
+    return check_output_dir(out, create=True)
 
 
 def _progress(total: int, enabled: bool) -> Any:

@@ -39,9 +39,11 @@ import argparse
 import csv
 import datetime
 import json
+import math
 import os
 import platform
 import random
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -266,26 +268,206 @@ def device_fingerprint(runtime: str, threads: int, runtime_version: str | None =
 
 
 # --- the manifest round trip -------------------------------------------------------------------------------
+# A manifest and a results.csv come from another machine: every field is checked before any work
+# (a ManifestError, a ValueError, names the file and the field).
+
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_GRAPHS = 10 ** 6
+_GRAPH_ID = re.compile(r"[a-z0-9_:.]{1,200}", re.ASCII)               # unit ids, net:calibN, overhead, reference
+_GRAPH_FILE = re.compile(r"graphs/[a-z0-9_.]{1,250}\.onnx", re.ASCII)  # inside the kernels folder, no '..'
+SETTINGS = "results.settings.json"  # the protocol results.csv is measured with (a rerun must match it)
+
+
+class ManifestError(ValueError):
+    """A manifest, results.csv or device.json that is malformed or does not belong together."""
+
+
+def load_json_file(path: Path, max_bytes: int = MAX_MANIFEST_BYTES):
+    """A JSON file of at most ``max_bytes`` (no NaN/Infinity); ManifestError otherwise."""
+    try:
+        if path.stat().st_size > max_bytes:
+            raise ManifestError(f"{path}: more than {max_bytes:,} bytes")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{path.name} not found in {path.parent}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read ({exc})") from None
+
+    def refuse(name: str):
+        raise ManifestError(f"{path}: {name} is not a number JSON allows")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: corrupt JSON ({exc.msg} at line {exc.lineno})") from None
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, ManifestError):
+            raise
+        raise ManifestError(f"{path}: corrupt JSON ({type(exc).__name__})") from None
+
+
+def _is_int(value, minimum: int = 0, maximum: int = 2 ** 31) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum
+
+
+def _is_number(value, minimum: float = 0.0) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value >= minimum)
+
+
+def check_protocol(settings, where: str) -> Protocol:
+    """A Protocol from a manifest's or device.json's ``protocol`` mapping, every field checked."""
+    if not isinstance(settings, dict):
+        raise ManifestError(f"{where}: protocol: expected a mapping")
+    settings = dict(settings)
+    version = settings.pop("version", PROTOCOL_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ManifestError(f"{where}: protocol version {str(version)[:40]!r} is not {PROTOCOL_VERSION!r}")
+    names = set(Protocol.__dataclass_fields__)
+    unknown = sorted(str(k) for k in settings if k not in names)
+    if unknown:
+        raise ManifestError(f"{where}: protocol: unknown field {unknown[0][:40]!r}")
+    if (not _is_number(settings.get("max_iqr", 0.1)) or not _is_int(settings.get("remeasure", 2), 0, 100)
+            or not _is_int(settings.get("seed", 0), 0, 2 ** 32 - 1)):
+        raise ManifestError(f"{where}: protocol: max_iqr, remeasure or seed out of range")
+    counts = ("threads", "warmup", "runs", "passes", "group", "reference_runs")
+    if any(not _is_int(settings.get(name, 1), 0, 10 ** 6) for name in counts):
+        raise ManifestError(f"{where}: protocol: {', '.join(counts)} must be integers from 0 to 10^6")
+    if not isinstance(settings.get("statistic", "median"), str):
+        raise ManifestError(f"{where}: protocol: statistic must be one of {', '.join(STATISTICS)}")
+    protocol = Protocol(**settings)
+    try:
+        protocol.check()
+    except ValueError as exc:
+        raise ManifestError(f"{where}: protocol: {exc}") from None
+    return protocol
+
+
+def _check_graph(graph, where: str) -> None:
+    if not isinstance(graph, dict):
+        raise ManifestError(f"{where}: expected a mapping")
+    gid, file, shape = graph.get("id"), graph.get("file"), graph.get("input_shape")
+    if not isinstance(gid, str) or not _GRAPH_ID.fullmatch(gid):
+        raise ManifestError(f"{where}: id {str(gid)[:60]!r} is not [a-z0-9_:.]")
+    if not isinstance(file, str) or not _GRAPH_FILE.fullmatch(file):
+        raise ManifestError(f"{where} ({gid}): file {str(file)[:60]!r} is not graphs/NAME.onnx")
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 4 or not all(_is_int(d, 1, 1 << 16) for d in shape):
+        raise ManifestError(f"{where} ({gid}): input_shape must be 1 to 4 integers from 1 to 65536")
+
+
+def check_manifest(manifest, where: str = "manifest.json") -> dict:
+    """A kernels manifest with every field checked (the unit keys themselves are checked by ``nas lut
+    import``); returns it. ManifestError names the first bad field."""
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{where}: expected a JSON object")
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ManifestError(f"{where}: format {str(manifest.get('format'))[:40]!r} is not {MANIFEST_FORMAT!r}")
+    check_protocol(manifest.get("protocol"), where)
+    units, networks = manifest.get("units"), manifest.get("networks", [])
+    if not isinstance(units, list) or not isinstance(networks, list) or len(units) + len(networks) > MAX_GRAPHS:
+        raise ManifestError(f"{where}: units and networks must be lists of at most {MAX_GRAPHS:,} graphs")
+    for i, unit in enumerate(units):
+        _check_graph(unit, f"{where}: units[{i}]")
+        if not isinstance(unit.get("key"), dict):
+            raise ManifestError(f"{where}: units[{i}]: key: expected a mapping")
+    for i, net in enumerate(networks):
+        _check_graph(net, f"{where}: networks[{i}]")
+    reference = manifest.get("reference")
+    if reference is not None:
+        _check_graph(reference, f"{where}: reference")
+        if reference["id"] != REFERENCE_ID or not isinstance(reference.get("spec"), str):
+            raise ManifestError(f"{where}: reference: id must be {REFERENCE_ID!r} with a spec string")
+    ids = [g["id"] for g in units + networks] + ([REFERENCE_ID] if reference is not None else [])
+    if len(set(ids)) != len(ids):
+        raise ManifestError(f"{where}: a graph id appears twice")
+    return manifest
+
+
+def read_manifest(directory: Path) -> dict:
+    return check_manifest(load_json_file(directory / "manifest.json"), str(directory / "manifest.json"))
+
+
+def _complete_text(path: Path) -> str:
+    """The file's text up to its last newline (a torn last line of a killed run is left out, not rewritten)."""
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path}: more than {MAX_MANIFEST_BYTES:,} bytes")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not UTF-8 text") from None
+    return text[: text.rfind("\n") + 1]
+
 
 def read_results(path: Path) -> dict[str, dict]:
-    """Rows already measured (a torn last line from a killed run is ignored)."""
+    """Rows already measured, every field checked (a torn last line from a killed run is ignored;
+    readers never write)."""
     if not path.exists():
         return {}
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        path.write_text(text)
-    rows = list(csv.DictReader(text.splitlines()))
-    return {r["id"]: r for r in rows if r.get("runs")}
+    lines = _complete_text(path).split("\n")[:-1]
+    if not lines:
+        return {}
+    if lines[0].rstrip("\r").split(",") != list(RESULT_FIELDS):
+        raise ManifestError(f"{path}: header is not {','.join(RESULT_FIELDS)}")
+    rows = {}
+    for number, line in enumerate(lines[1:], start=2):
+        cells = line.rstrip("\r").split(",")
+        if len(cells) != len(RESULT_FIELDS):
+            raise ManifestError(f"{path}:{number}: expected {len(RESULT_FIELDS)} fields, got {len(cells)}")
+        gid, median, iqr, runs = cells
+        try:
+            values = (float(median), float(iqr)) if median.isascii() and iqr.isascii() else (math.nan, math.nan)
+        except ValueError:
+            values = (math.nan, math.nan)
+        count = int(runs) if runs.isascii() and runs.isdigit() and len(runs) < 10 else 0
+        if (not _GRAPH_ID.fullmatch(gid) or not all(math.isfinite(v) and v >= 0 for v in values)
+                or values[0] <= 0 or count < 1):
+            raise ManifestError(f"{path}:{number}: not a measured graph (id, median_ms > 0, iqr_ms >= 0, runs >= 1)")
+        rows[gid] = {"id": gid, "median_ms": median, "iqr_ms": iqr, "runs": runs}
+    return rows
+
+
+def _check_rerun(directory: Path, results_path: Path, done: dict, protocol: Protocol, manifest: dict) -> None:
+    """results.csv is measured with one protocol: a rerun with another one (e.g. other --threads) is
+    refused, never mixed in (the table would claim the second thread count for rows of the first)."""
+    settings_path = directory / SETTINGS
+    if not done:
+        return
+    if settings_path.exists():
+        recorded_settings = load_json_file(settings_path)
+        if not isinstance(recorded_settings, dict):
+            raise ManifestError(f"{settings_path}: expected a JSON object")
+        recorded = check_protocol(recorded_settings.get("protocol"), str(settings_path))
+    else:  # results from before the settings file: measured with the manifest's protocol
+        recorded = check_protocol(manifest["protocol"], "manifest.json")
+    if recorded != protocol:
+        raise ManifestError(f"{results_path} holds {len(done)} graph(s) measured with {recorded.threads} thread(s) "
+                            f"and/or other settings than this run ({protocol.threads} thread(s)); rerun with "
+                            f"--threads {recorded.threads} to resume, or delete {results_path.name} and {SETTINGS} "
+                            f"to start over")
+
+
+def _write_settings(directory: Path, protocol: Protocol) -> None:
+    tmp = directory / (SETTINGS + ".tmp")
+    tmp.write_text(json.dumps({"protocol": protocol.as_dict()}, indent=1) + "\n")
+    os.replace(tmp, directory / SETTINGS)
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """The writer (only) cuts a torn last line before appending after it."""
+    if path.exists():
+        size = len(_complete_text(path).encode("utf-8"))
+        if size != path.stat().st_size:
+            os.truncate(path, size)
 
 
 def measure_manifest(directory: str | os.PathLike, threads: int | None = None,
                      log: Callable[[str], None] = print) -> Path:
-    """Measure every graph of ``directory/manifest.json`` not yet in ``results.csv``; returns its path."""
+    """Measure every graph of ``directory/manifest.json`` not yet in ``results.csv``; returns its path.
+
+    A rerun resumes; a rerun with other settings (``--threads``) than the rows already measured is
+    refused (ManifestError), never mixed in."""
     directory = Path(directory)
-    manifest = json.loads((directory / "manifest.json").read_text())
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{directory / 'manifest.json'}: format {manifest.get('format')!r} is not {MANIFEST_FORMAT!r}")
+    manifest = read_manifest(directory)
     settings = dict(manifest["protocol"])
     settings.pop("version", None)
     if threads is not None:
@@ -295,6 +477,10 @@ def measure_manifest(directory: str | os.PathLike, threads: int | None = None,
     graphs = manifest["units"] + manifest.get("networks", [])
     results_path = directory / "results.csv"
     done = read_results(results_path)
+    _check_rerun(directory, results_path, done, protocol, manifest)
+    if not done:
+        _write_settings(directory, protocol)
+    _repair_torn_tail(results_path)
     pending = [g for g in graphs if g["id"] not in done]
     log(f"{len(graphs)} graphs, {len(done)} already measured, {len(pending)} to go ({protocol.threads} thread(s))")
     new_file = not results_path.exists() or results_path.stat().st_size == 0
@@ -330,7 +516,9 @@ def measure_manifest(directory: str | os.PathLike, threads: int | None = None,
             log(f"{done_now}/{len(pending)} measured, ETA {(len(pending) - done_now) / rate:.0f} s")
     device = device_fingerprint("onnxruntime", protocol.threads)
     device["protocol"] = protocol.as_dict()
-    (directory / "device.json").write_text(json.dumps(device, indent=2) + "\n")
+    tmp = directory / "device.json.tmp"
+    tmp.write_text(json.dumps(device, indent=2) + "\n")
+    os.replace(tmp, directory / "device.json")
     return results_path
 
 
@@ -338,10 +526,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time the ONNX kernels of a nas kernels folder with onnxruntime.")
     parser.add_argument("directory", help="folder written by `nas lut export-kernels` (holds manifest.json)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the manifest's)")
+    parser.add_argument("--force-threads", action="store_true", help="allow --threads above this machine's cores")
     args = parser.parse_args(argv)
+    cores = os.cpu_count() or 1
+    if args.threads is not None and not (1 <= args.threads <= cores or (args.force_threads and args.threads >= 1)):
+        parser.error(f"--threads {args.threads}: must be from 1 to this machine's {cores} cores "
+                     f"(add --force-threads to use more)")
     try:
         path = measure_manifest(args.directory, threads=args.threads)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ManifestError is a ValueError
         print(f"standalone_measure: error: {exc}", file=sys.stderr)
         return 2
     print(f"results written to {path}; bring the folder back and run `nas lut import {args.directory}`")

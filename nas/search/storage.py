@@ -98,12 +98,10 @@ def kind(url: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL without its password (for messages and summaries)."""
-    if "://" not in url or "@" not in url.split("://", 1)[1]:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+    """The URL without its password or secret query values (for messages and summaries): :func:`nas.redact.redact`."""
+    from nas.redact import redact as redact_url
+
+    return redact_url(url)
 
 
 def make_storage(url: str, heartbeat: Heartbeat | None = None) -> BaseStorage | str:

@@ -24,6 +24,15 @@ KERNELS = (3, 5, 7)
 STRIDES = (1, 2)
 SPEC_FORMAT = "nas-arch/1"
 
+# Limits on what a spec may ask for (hostile or mistaken input must fail in one line, not allocate).
+MAX_CHANNELS = 1 << 16       # channels of any layer, hidden width of the head
+MAX_RESOLUTION = 4096        # input side in pixels
+MAX_CLASSES = 1 << 20        # classifier outputs
+MAX_BLOCKS = 256             # inverted-residual blocks
+# What a network may need for one image: fp32 weights plus 3x its largest activation (input,
+# output and one intermediate tensor alive at once). 1 GiB; MobileNetV3-Large at 224 needs 0.05 GiB.
+MAX_MODEL_BYTES = 1 << 30
+
 
 class SpecError(NasError):
     """An invalid architecture spec; the message names the offending field."""
@@ -52,22 +61,29 @@ def se_channels(channels: int) -> int:
 
 # --- validation helpers ------------------------------------------------------------------------
 
-def _check_int(where: str, value: Any, minimum: int = 1) -> None:
+def _check_int(where: str, value: Any, minimum: int = 1, maximum: int = MAX_CHANNELS) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{where}: expected an integer, got {value!r}")
+        raise SpecError(f"{where}: expected an integer, got {_short(value)}")
     if value < minimum:
         raise SpecError(f"{where}: must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise SpecError(f"{where}: must be <= {maximum:,}, got {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_choice(where: str, value: Any, allowed: tuple) -> None:
     if isinstance(value, bool) or value not in allowed:
         shown = ", ".join(str(a) for a in allowed)
-        raise SpecError(f"{where}: {value!r} is not one of {shown}")
+        raise SpecError(f"{where}: {_short(value)} is not one of {shown}")
 
 
 def _check_bool(where: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise SpecError(f"{where}: expected true or false, got {value!r}")
+        raise SpecError(f"{where}: expected true or false, got {_short(value)}")
 
 
 # --- the dataclasses ---------------------------------------------------------------------------
@@ -150,7 +166,7 @@ class HeadSpec:
         _check_int(f"{where}.hidden", self.hidden, minimum=0)
         _check_choice(f"{where}.act", self.act, ACTIVATIONS)
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise SpecError(f"{where}.dropout: must be a number in [0, 1), got {self.dropout!r}")
+            raise SpecError(f"{where}.dropout: must be a number in [0, 1), got {_short(self.dropout)}")
 
 
 @dataclass(frozen=True)
@@ -171,9 +187,9 @@ class ArchSpec:
 
     # -- validation --
     def validate(self) -> None:
-        _check_int("resolution", self.resolution)
+        _check_int("resolution", self.resolution, maximum=MAX_RESOLUTION)
         _check_int("in_channels", self.in_channels)
-        _check_int("num_classes", self.num_classes)
+        _check_int("num_classes", self.num_classes, maximum=MAX_CLASSES)
         for name, part, kind in (("stem", self.stem, StemSpec), ("last", self.last, LastStageSpec),
                                  ("head", self.head, HeadSpec)):
             if not isinstance(part, kind):
@@ -181,6 +197,8 @@ class ArchSpec:
             part.validate(name)
         if not self.blocks:
             raise SpecError("blocks: a network needs at least one block")
+        if len(self.blocks) > MAX_BLOCKS:
+            raise SpecError(f"blocks: at most {MAX_BLOCKS} blocks, got {len(self.blocks)}")
         channels = self.stem.out_channels
         for i, block in enumerate(self.blocks):
             if not isinstance(block, BlockSpec):
@@ -190,6 +208,28 @@ class ArchSpec:
                 raise SpecError(f"blocks[{i}].in_channels: {block.in_channels} does not match the "
                                 f"{channels} channels produced by the layer before it")
             channels = block.out_channels
+        need = self.estimated_bytes()
+        if need > MAX_MODEL_BYTES:
+            raise SpecError(f"network too large: its weights and one image's activations need about "
+                            f"{need / 2**30:,.1f} GiB (fp32), more than the limit of {MAX_MODEL_BYTES / 2**30:g} GiB")
+
+    def estimated_bytes(self) -> int:
+        """fp32 weights plus 3x the largest activation tensor, for one image (integer arithmetic)."""
+        s = self.stem
+        size = conv_output_size(self.resolution, s.kernel, s.stride)
+        weights = self.in_channels * s.out_channels * s.kernel ** 2
+        largest = max(self.in_channels * self.resolution ** 2, s.out_channels * size ** 2)
+        for block in self.blocks:
+            weights += (block.in_channels * block.exp_channels + block.exp_channels * block.kernel ** 2
+                        + block.exp_channels * block.out_channels + 2 * block.exp_channels * block.se_channels)
+            largest = max(largest, block.exp_channels * size ** 2)
+            size = conv_output_size(size, block.kernel, block.stride)
+        last, head = self.last, self.head
+        weights += self.blocks[-1].out_channels * last.out_channels + 2 * last.out_channels * se_channels(last.out_channels)
+        largest = max(largest, last.out_channels * size ** 2)
+        weights += (last.out_channels * head.hidden + head.hidden * self.num_classes if head.hidden
+                    else last.out_channels * self.num_classes)
+        return 4 * (weights + 3 * largest)
 
     # -- derived facts --
     @property
@@ -245,6 +285,8 @@ class ArchSpec:
         blocks = data["blocks"]
         if not isinstance(blocks, list):
             raise SpecError("blocks: expected a list")
+        if len(blocks) > MAX_BLOCKS:
+            raise SpecError(f"blocks: at most {MAX_BLOCKS} blocks, got {len(blocks)}")
         return cls(
             resolution=data["resolution"],
             in_channels=data["in_channels"],
@@ -260,11 +302,9 @@ class ArchSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "ArchSpec":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"malformed JSON spec: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-        return cls.from_dict(data)
+        from nas.io import parse_json
+
+        return cls.from_dict(parse_json(text, SpecError, "spec"))
 
     def canonical_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -307,9 +347,9 @@ class ArchSpec:
 
 
 def _reject_unknown(where: str, data: dict, expected: set[str]) -> None:
-    unknown = sorted(set(data) - expected)
+    unknown = sorted(map(str, set(data) - expected))
     if unknown:
-        raise SpecError(f"{where}: unknown field {unknown[0]!r} (expected: {', '.join(sorted(expected))})")
+        raise SpecError(f"{where}: unknown field {_short(unknown[0])} (expected: {', '.join(sorted(expected))})")
 
 
 def _part(kind: type, data: Any, where: str):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from nas.spec.arch import ArchSpec, BlockSpec, HeadSpec, LastStageSpec, SpecError, StemSpec
+from nas.spec.arch import MAX_BLOCKS, ArchSpec, BlockSpec, HeadSpec, LastStageSpec, SpecError, StemSpec
 
 ACT_TOKENS = {"relu": "re", "relu6": "r6", "hswish": "hs"}
 TOKEN_ACTS = {v: k for k, v in ACT_TOKENS.items()}
@@ -48,15 +48,19 @@ def encode_spec(spec: ArchSpec) -> str:
     return " ".join(parts)
 
 
-_INPUT = re.compile(r"in(\d+)x(\d+)")
-_CLS = re.compile(r"cls(\d+)")
+# Numbers are ASCII digits only (``\d`` and ``str.isdigit`` accept e.g. Arabic-Indic digits), at most 9 of them.
+_NUMBER = r"[0-9]{1,9}"
+_INPUT = re.compile(rf"in({_NUMBER})x({_NUMBER})", re.ASCII)
+_CLS = re.compile(rf"cls({_NUMBER})", re.ASCII)
+_FIELD = re.compile(rf"([a-z])({_NUMBER}(?:\.[0-9]{{1,9}})?)", re.ASCII)
+MAX_SPEC_CHARS = 1 << 16  # a spec string of MAX_BLOCKS blocks is about 8 KB
 
 
 def _fields(token: str, kind: str, allowed: str) -> dict[str, str]:
     """Split ``kind_k3_e16_...`` into {'k': '3', 'e': '16', ..., 'se': '', 'act': 're'}."""
     pieces = token.split("_")
     if pieces[0] != kind:
-        raise SpecError(f"token {token!r}: expected a {kind}_ token")
+        raise SpecError(f"token {_shown(token)}: expected a {kind}_ token")
     fields: dict[str, str] = {}
     for piece in pieces[1:]:
         if piece in TOKEN_ACTS:
@@ -64,12 +68,13 @@ def _fields(token: str, kind: str, allowed: str) -> dict[str, str]:
         elif piece == "se":
             key, value = "se", ""
         else:
-            m = re.fullmatch(r"([a-z])(\d+(?:\.\d+)?)", piece)
+            m = _FIELD.fullmatch(piece)
             if not m or m.group(1) not in allowed:
-                raise SpecError(f"token {token!r}: cannot read {piece!r} (activations: re, r6, hs)")
+                raise SpecError(f"token {_shown(token)}: cannot read {_shown(piece)} (activations: re, r6, hs; "
+                                f"numbers: at most 9 ASCII digits)")
             key, value = m.group(1), m.group(2)
         if key in fields:
-            raise SpecError(f"token {token!r}: {piece!r} given twice")
+            raise SpecError(f"token {_shown(token)}: {_shown(piece)} given twice")
         fields[key] = value
     return fields
 
@@ -77,32 +82,45 @@ def _fields(token: str, kind: str, allowed: str) -> dict[str, str]:
 def _int(token: str, fields: dict[str, str], key: str, default: int | None = None) -> int:
     if key not in fields:
         if default is None:
-            raise SpecError(f"token {token!r}: missing '{key}N'")
+            raise SpecError(f"token {_shown(token)}: missing '{key}N'")
         return default
     value = fields[key]
-    if not value.isdigit():
-        raise SpecError(f"token {token!r}: '{key}{value}' must be a whole number")
+    if not value.isascii() or not value.isdigit():
+        raise SpecError(f"token {_shown(token)}: '{key}{value}' must be a whole number")
     return int(value)
 
 
 def _act(token: str, fields: dict[str, str]) -> str:
     if "act" not in fields:
-        raise SpecError(f"token {token!r}: missing activation (re, r6 or hs)")
+        raise SpecError(f"token {_shown(token)}: missing activation (re, r6 or hs)")
     return fields["act"]
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
 
 
 def decode_spec(text: str) -> ArchSpec:
     """Parse the string form; raises :class:`SpecError` naming the bad token."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError:
+            raise SpecError("spec string: not ASCII text") from None
+    if not isinstance(text, str):
+        raise SpecError(f"spec string: expected text, got {type(text).__name__}")
+    if len(text) > MAX_SPEC_CHARS:
+        raise SpecError(f"spec string: more than {MAX_SPEC_CHARS:,} characters")
     tokens = text.replace(",", " ").split()
-    if len(tokens) < 5:
+    if not 5 <= len(tokens) <= MAX_BLOCKS + 5:
         raise SpecError("spec string: expected 'inRxC stem_... ir_... last_... head_... clsK'")
     m = _INPUT.fullmatch(tokens[0])
     if not m:
-        raise SpecError(f"token {tokens[0]!r}: expected the input as inRxC, e.g. in224x3")
+        raise SpecError(f"token {_shown(tokens[0])}: expected the input as inRxC, e.g. in224x3")
     resolution, in_channels = int(m.group(1)), int(m.group(2))
     m = _CLS.fullmatch(tokens[-1])
     if not m:
-        raise SpecError(f"token {tokens[-1]!r}: expected the class count as clsK, e.g. cls1000")
+        raise SpecError(f"token {_shown(tokens[-1])}: expected the class count as clsK, e.g. cls1000")
     num_classes = int(m.group(1))
 
     f = _fields(tokens[1], "stem", "cks")
@@ -123,7 +141,7 @@ def decode_spec(text: str) -> ArchSpec:
     try:
         dropout = float(f.get("d", "0"))
     except ValueError:
-        raise SpecError(f"token {tokens[-2]!r}: bad dropout") from None
+        raise SpecError(f"token {_shown(tokens[-2])}: bad dropout") from None
     head = HeadSpec(hidden=_int(tokens[-2], f, "c"), act=_act(tokens[-2], f), dropout=dropout)
     return ArchSpec(resolution=resolution, in_channels=in_channels, num_classes=num_classes, stem=stem,
                     blocks=tuple(blocks), last=last, head=head)

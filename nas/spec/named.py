@@ -8,6 +8,7 @@ stage has no SE, as in torchvision (the paper puts one there: ``last_se=True`` g
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from nas.spec.arch import ArchSpec, BlockSpec, HeadSpec, LastStageSpec, SpecError, StemSpec, make_divisible
@@ -47,6 +48,9 @@ SMALL_ROWS: tuple[Row, ...] = (
 )
 
 
+MAX_WIDTH_MULT = 64
+
+
 def _scale(channels: int, width_mult: float) -> int:
     return make_divisible(channels * width_mult, 8)
 
@@ -55,8 +59,9 @@ def spec_from_rows(rows: tuple[Row, ...], head_hidden: int, *, width_mult: float
                    resolution: int = 224, in_channels: int = 3, stem_stride: int = 2, last_se: bool = False,
                    dropout: float = 0.2) -> ArchSpec:
     """Build a spec from paper-table rows, scaled torchvision's way."""
-    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
-        raise SpecError(f"width_mult: must be a positive number, got {width_mult!r}")
+    if (isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not math.isfinite(width_mult)
+            or not 0 < width_mult <= MAX_WIDTH_MULT):
+        raise SpecError(f"width_mult: must be a number in (0, {MAX_WIDTH_MULT}], got {width_mult!r}")
     stem = StemSpec(out_channels=_scale(16, width_mult), kernel=3, stride=stem_stride, act="hswish")
     channels = stem.out_channels
     blocks = []

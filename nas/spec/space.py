@@ -24,12 +24,18 @@ from typing import Any, Mapping
 
 from nas.errors import NasError
 from nas.io import read_yaml
-from nas.spec.arch import (ACTIVATIONS, KERNELS, STRIDES, ArchSpec, BlockSpec, HeadSpec, LastStageSpec, SpecError,
+from nas.spec.arch import (ACTIVATIONS, KERNELS, MAX_CHANNELS, STRIDES, ArchSpec, BlockSpec, HeadSpec, LastStageSpec, SpecError,
                            StemSpec, make_divisible)
 
 BLOCK_CHOICES = ("kernel", "expansion", "se", "act")
 STAGE_KEYS = {"stride", "depth", "width", *BLOCK_CHOICES, "name"}
 TOP_KEYS = {"name", "description", "input", "num_classes", "stem", "stages", "last_stage", "head", "baseline"}
+# Limits on a space file (a member must also fit the spec limits of nas.spec.arch, checked on the largest one).
+MAX_STAGES = 32
+MAX_STAGE_DEPTH = 32
+MAX_CHOICES = 64
+MAX_EXPANSION = 64
+MAX_TEXT = 4096  # characters of the name and the description
 
 
 class SpaceError(NasError):
@@ -132,6 +138,17 @@ class SearchSpace:
                 channels = width
         return ArchSpec(resolution=self.resolution, in_channels=self.in_channels, num_classes=self.num_classes,
                         stem=self.stem, blocks=tuple(blocks), last=self.last, head=self.head)
+
+    def largest_assignment(self) -> dict[str, Any]:
+        """The member with the most of everything: deepest, widest, largest kernel and expansion, SE."""
+        largest = {"kernel": max, "expansion": max, "se": max, "act": lambda choices: choices[0]}
+        out: dict[str, Any] = {}
+        for i, st in enumerate(self.stages):
+            out[f"s{i}.depth"], out[f"s{i}.width"] = max(st.depth), max(st.width)
+            for j in range(st.max_depth):
+                for key in BLOCK_CHOICES:
+                    out[f"s{i}.b{j}.{key}"] = largest[key](getattr(st, key))
+        return out
 
     def sample_assignment(self, rng: random.Random | int) -> dict[str, Any]:
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
@@ -241,6 +258,11 @@ class SearchSpace:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def vars_of(obj: Any) -> dict[str, Any]:
     return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
 
@@ -259,12 +281,16 @@ def _choices(where: str, value: Any, kind: type | tuple, allowed: tuple | None =
         value = [value]
     if not value:
         raise SpaceError(f"{where}: empty choice list")
+    if len(value) > MAX_CHOICES:
+        raise SpaceError(f"{where}: at most {MAX_CHOICES} choices, got {len(value)}")
     for v in value:
         ok = isinstance(v, kind) and not (kind is not bool and isinstance(v, bool))
+        if ok and isinstance(v, float) and not math.isfinite(v):
+            ok = False
         if not ok:
-            raise SpaceError(f"{where}: {v!r} is not a valid choice")
+            raise SpaceError(f"{where}: {_short(v)} is not a valid choice")
         if allowed is not None and v not in allowed:
-            raise SpaceError(f"{where}: {v!r} is not one of {', '.join(map(str, allowed))}")
+            raise SpaceError(f"{where}: {_short(v)} is not one of {', '.join(map(str, allowed))}")
     if len(set(value)) != len(value):
         raise SpaceError(f"{where}: duplicated choice in {value}")
     return tuple(value)
@@ -273,23 +299,25 @@ def _choices(where: str, value: Any, kind: type | tuple, allowed: tuple | None =
 def _stage(where: str, data: Any) -> StageChoices:
     if not isinstance(data, dict):
         raise SpaceError(f"{where}: expected a mapping")
-    unknown = sorted(set(data) - STAGE_KEYS)
+    unknown = sorted(map(str, set(data) - STAGE_KEYS))
     if unknown:
-        raise SpaceError(f"{where}: unknown key {unknown[0]!r} (expected: {', '.join(sorted(STAGE_KEYS))})")
+        raise SpaceError(f"{where}: unknown key {_short(unknown[0])} (expected: {', '.join(sorted(STAGE_KEYS))})")
     for key in ("stride", "depth", "width", *BLOCK_CHOICES):
         if key not in data:
             raise SpaceError(f"{where}: missing key {key!r}")
     stride = data["stride"]
-    if stride not in STRIDES or isinstance(stride, bool):
-        raise SpaceError(f"{where}.stride: {stride!r} is not one of 1, 2")
+    if isinstance(stride, bool) or stride not in STRIDES:
+        raise SpaceError(f"{where}.stride: {_short(stride)} is not one of 1, 2")
     depth = _choices(f"{where}.depth", data["depth"], int)
     width = _choices(f"{where}.width", data["width"], int)
-    for name, values in (("depth", depth), ("width", width)):
+    for name, values, most in (("depth", depth, MAX_STAGE_DEPTH), ("width", width, MAX_CHANNELS)):
         if min(values) < 1:
             raise SpaceError(f"{where}.{name}: choices must be >= 1, got {min(values)}")
+        if max(values) > most:
+            raise SpaceError(f"{where}.{name}: choices must be <= {most:,}, got {_short(max(values))}")
     expansion = tuple(float(v) if v != 1 else 1 for v in _choices(f"{where}.expansion", data["expansion"], (int, float)))
-    if min(expansion) < 1:
-        raise SpaceError(f"{where}.expansion: ratios must be >= 1, got {min(expansion)}")
+    if min(expansion) < 1 or max(expansion) > MAX_EXPANSION:
+        raise SpaceError(f"{where}.expansion: ratios must be in [1, {MAX_EXPANSION}], got {list(expansion)}")
     return StageChoices(stride=stride, depth=depth, width=width,
                         kernel=_choices(f"{where}.kernel", data["kernel"], int, KERNELS),
                         expansion=expansion, se=_choices(f"{where}.se", data["se"], bool),
@@ -300,9 +328,9 @@ def _fixed(where: str, kind: type, data: Any):
     if not isinstance(data, dict):
         raise SpaceError(f"{where}: expected a mapping")
     names = set(kind.__dataclass_fields__)
-    unknown = sorted(set(data) - names)
+    unknown = sorted(map(str, set(data) - names))
     if unknown:
-        raise SpaceError(f"{where}: unknown key {unknown[0]!r} (expected: {', '.join(sorted(names))})")
+        raise SpaceError(f"{where}: unknown key {_short(unknown[0])} (expected: {', '.join(sorted(names))})")
     try:
         part = kind(**data)
         part.validate(where)
@@ -314,18 +342,24 @@ def _fixed(where: str, kind: type, data: Any):
 def space_from_dict(data: Any, source: str = "<memory>") -> SearchSpace:
     if not isinstance(data, dict):
         raise SpaceError(f"{source}: a space file must be a YAML mapping")
-    unknown = sorted(set(data) - TOP_KEYS)
+    unknown = sorted(map(str, set(data) - TOP_KEYS))
     if unknown:
-        raise SpaceError(f"{source}: unknown key {unknown[0]!r} (expected: {', '.join(sorted(TOP_KEYS))})")
+        raise SpaceError(f"{source}: unknown key {_short(unknown[0])} (expected: {', '.join(sorted(TOP_KEYS))})")
     for key in ("name", "input", "num_classes", "stem", "stages", "last_stage"):
         if key not in data:
             raise SpaceError(f"{source}: missing key {key!r}")
+    for key in ("name", "description"):
+        value = data.get(key, "")
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool) or len(str(value)) > MAX_TEXT:
+            raise SpaceError(f"{source}: {key}: expected text of at most {MAX_TEXT} characters")
     inp = data["input"]
     if not isinstance(inp, dict) or set(inp) != {"resolution", "channels"}:
         raise SpaceError(f"{source}: input must have exactly 'resolution' and 'channels'")
     stages = data["stages"]
     if not isinstance(stages, list) or not stages:
         raise SpaceError(f"{source}: stages: empty choice list")
+    if len(stages) > MAX_STAGES:
+        raise SpaceError(f"{source}: stages: at most {MAX_STAGES}, got {len(stages)}")
     try:
         space = SearchSpace(
             name=str(data["name"]), description=str(data.get("description", "")),
@@ -336,13 +370,17 @@ def space_from_dict(data: Any, source: str = "<memory>") -> SearchSpace:
             head=_fixed("head", HeadSpec, data.get("head", {})),
             baseline_source=data.get("baseline"), source=source,
         )
-        # Validate the fixed parts and the extreme members by building them.
+        # Validate the fixed parts and the extreme members by building them (the largest member
+        # must fit the spec limits, e.g. the memory bound, or no network of the space can be trained).
         space.decode({d.name: d.choices[0] for d in space.decisions})
+        space.decode(space.largest_assignment())
         if space.baseline_source is not None:
             space.baseline  # noqa: B018 - resolves and checks membership
     except SpaceError as exc:
         raise SpaceError(f"{source}: {exc}") from None
     except SpecError as exc:
+        raise SpaceError(f"{source}: {exc}") from None
+    except TypeError as exc:  # e.g. baseline options that are not a network's parameters
         raise SpaceError(f"{source}: {exc}") from None
     return space
 
