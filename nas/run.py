@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from nas.errors import NasError
 from nas.experiment import Experiment
+from nas.io import write_text_atomic
 from nas.spec import ArchSpec, count_madds, count_params
 from nas.spec.transform import scale_widths
 
@@ -60,9 +61,7 @@ def run_stage(out: Path, stage: str, work: Callable[[Path], dict], log: Callable
     start = time.perf_counter()
     result = work(folder)
     record_stage_seconds(out, stage, time.perf_counter() - start)
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    tmp.replace(done)
+    write_text_atomic(done, json.dumps(result, indent=2, default=str) + "\n")
     return result
 
 
@@ -71,8 +70,6 @@ STAGE_SECONDS = "stage_seconds.json"
 
 def record_stage_seconds(out: Path, stage: str, seconds: float) -> None:
     """Wall time of each stage's last (finishing) run, for the report."""
-    from nas.io import write_text_atomic
-
     times = read_stage_seconds(out)
     times[stage] = round(seconds, 1)
     write_text_atomic(out / STAGE_SECONDS, json.dumps(times, indent=2) + "\n")
@@ -105,7 +102,7 @@ def stage_search(exp: Experiment, progress: bool) -> Callable[[Path], dict]:
         result = run_search(exp, progress=progress)
         if result.best is None:
             raise NasError("the search finished no trial: nothing to train (raise search.n_trials or timeout_min)")
-        (folder / "best_spec.json").write_text(ArchSpec.from_string(result.best.spec).to_json() + "\n")
+        write_text_atomic(folder / "best_spec.json", ArchSpec.from_string(result.best.spec).to_json() + "\n")
         return {"best_spec": result.best.spec, "search": result.to_json()}
     return work
 
@@ -309,7 +306,7 @@ def write_report(exp: Experiment, out: Path, stages: dict[str, dict], rows: list
     if exported:
         lines += ["## Exported files", ""] + [f"- `{f}`" for f in exported] + [""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path
 
 
@@ -334,10 +331,10 @@ def run_experiment(exp: Experiment, progress: bool = True, log: Callable[[str], 
 
     def report(folder: Path) -> dict:
         rows = network_rows(exp, stages, out, progress)
-        (folder / "networks.json").write_text(json.dumps(rows, indent=2) + "\n")
+        write_text_atomic(folder / "networks.json", json.dumps(rows, indent=2) + "\n")
         import pandas as pd
 
-        pd.DataFrame(rows).to_csv(out / "networks.csv", index=False)
+        write_text_atomic(out / "networks.csv", pd.DataFrame(rows).to_csv(index=False))
         return {"rows": rows, "report": str(write_report(exp, out, stages, rows))}
 
     stages["report"] = run_stage(out, "report", report, log)

@@ -200,3 +200,13 @@ def test_the_reference_network_is_the_baseline_cut_to_its_first_blocks():
     reference = reference_spec(space, [])
     assert reference.blocks == space.baseline.blocks[:2] and reference.stem == space.baseline.stem
     assert reference.last == space.baseline.last and count_madds(reference) < count_madds(space.baseline) / 2
+
+
+def test_a_table_claiming_another_spaces_hash_is_refused(tmp_path):
+    table = tmp_path / "table"
+    table.mkdir()
+    (table / ENTRIES).write_text((SHIPPED_FASHION_AMD / ENTRIES).read_text())
+    meta = json.loads((SHIPPED_FASHION_AMD / META).read_text())
+    meta["space"]["hash"] = "0123456789abcdef"
+    (table / META).write_text(json.dumps(meta))
+    assert_one_line_error(run_cli("latency", "predict", table, BASELINE, env=UNSEEN_CPU), "space definition has hash")

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nas.io import write_bytes_atomic, write_text_atomic
 from nas.latency.keys import UnitKey
 from nas.latency.standalone_measure import MANIFEST_FORMAT, REFERENCE_ID, Protocol
 from nas.models import build_model
@@ -64,7 +65,7 @@ def export_module(module: nn.Module, input_shape: tuple[int, ...], target: str |
         torch.set_num_threads(threads)
     data = buffer.getvalue()
     if target is not None:
-        Path(target).write_bytes(data)
+        write_bytes_atomic(target, data)
     return data
 
 
@@ -106,7 +107,7 @@ def export_kernels(out_dir: str | Path, keys: list[UnitKey], networks: dict[str,
                      "spec": spec.to_dict()})
     for graph_id, data in (extra_graphs or {}).items():
         name = f"graphs/{file_name(graph_id)}"
-        (out_dir / name).write_bytes(data)
+        write_bytes_atomic(out_dir / name, data)
         nets.append({"id": graph_id, "file": name, "input_shape": [1, 1]})
     manifest = {"format": MANIFEST_FORMAT, "protocol": protocol.as_dict(), **info, "units": units, "networks": nets}
     if reference is not None:
@@ -114,6 +115,6 @@ def export_kernels(out_dir: str | Path, keys: list[UnitKey], networks: dict[str,
         export_spec(reference, out_dir / name)
         manifest["reference"] = {"id": REFERENCE_ID, "file": name, "input_shape": list(network_input_shape(reference)),
                                  "spec": reference.to_string()}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     shutil.copyfile(Path(__file__).with_name("standalone_measure.py"), out_dir / "standalone_measure.py")
     return out_dir / "manifest.json"

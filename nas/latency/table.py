@@ -141,10 +141,27 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
     for name in ("space", "reference", "calibration", "protocol"):
         if meta.get(name) is not None and not isinstance(meta[name], dict):
             raise TableError(f"{where}: corrupt metadata ({name} is not an object)")
+    _check_space_record(meta.get("space"), where)
     reference = meta.get("reference") or {}
     if reference and not (isinstance(reference.get("ms"), (int, float)) and math.isfinite(reference["ms"])
                           and reference["ms"] > 0 and isinstance(reference.get("spec"), str)):
         raise TableError(f"{where}: corrupt metadata (reference network or its latency)")
+
+
+def _check_space_record(record: dict[str, Any] | None, where: Path) -> None:
+    """A table's space definition must have the hash it is filed under (a table cannot claim another
+    space's hash)."""
+    if not record or "definition" not in record:
+        return
+    from nas.spec.space import space_from_dict
+
+    try:
+        space = space_from_dict(record["definition"], source=str(where))
+    except NasError as exc:
+        raise TableError(f"{where}: corrupt metadata (space definition: {str(exc)[:200]})") from None
+    if space.hash != record.get("hash"):
+        raise TableError(f"{where}: corrupt metadata (the space definition has hash {space.hash}, "
+                         f"not the {str(record.get('hash'))[:20]!r} it is filed under)")
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import NasError
+from nas.io import write_text_atomic
 from nas.latency.build import table_space
 from nas.latency.calibration import madds_prediction
 from nas.latency.device import warn_if_busy
@@ -132,8 +133,8 @@ def validate_table(table_path: str | Path, samples: int = 50, seed: int = 0, out
 def write_outputs(result: ValidationResult, out_dir: Path, title: str,
                   method: str = "median of interleaved passes") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    result.rows.to_csv(out_dir / "validation.csv", index=False)
-    (out_dir / "validation.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+    write_text_atomic(out_dir / "validation.csv", result.rows.to_csv(index=False))
+    write_text_atomic(out_dir / "validation.json", json.dumps(result.summary(), indent=2) + "\n")
     plot(result, out_dir / "validation.png", title, method)
 
 

@@ -278,7 +278,7 @@ class NetAdaptRun:
 
     def _save_state(self) -> None:
         write_text_atomic(self.state_path, json.dumps(self.state, indent=1) + "\n")
-        self.history().to_csv(self.out / "history.csv", index=False)
+        write_text_atomic(self.out / "history.csv", self.history().to_csv(index=False))
 
     def _load_or_start(self) -> None:
         if self.state_path.is_file():

@@ -37,6 +37,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.errors import NasError
+from nas.io import write_text_atomic
 from nas.experiment import Experiment, with_resolved_table
 from nas.latency.catalog import measures_here
 from nas.search import STRATEGIES
@@ -493,14 +494,14 @@ def finish(experiment: Experiment, study: optuna.Study, out: Path, baseline: dic
             specs["baseline"] = ArchSpec.from_string(baseline["spec"])
         measured = remeasure(specs, experiment.latency.table, experiment.latency.threads)
     files = {"trials": str(out / "trials.csv"), "pareto_plot": str(out / "pareto.png"), "summary": str(out / "search.json")}
-    trials_frame(records).to_csv(files["trials"], index=False)
+    write_text_atomic(files["trials"], trials_frame(records).to_csv(index=False))
     if best is not None:
         files["best_spec"] = str(out / "best_spec.json")
-        Path(files["best_spec"]).write_text(ArchSpec.from_string(best.spec).to_json() + "\n")
+        write_text_atomic(files["best_spec"], ArchSpec.from_string(best.spec).to_json() + "\n")
     plot_pareto(records, Path(files["pareto_plot"]), target, baseline, title=f"{study.study_name}: accuracy vs latency")
     n_done = sum(r.state in ("COMPLETE", "PRUNED") for r in records)
     result = SearchResult(study, out, best, front, n_done, baseline, hv, measured, files, storage)
-    Path(files["summary"]).write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+    write_text_atomic(files["summary"], json.dumps(result.to_json(), indent=2, default=str) + "\n")
     return result
 
 
