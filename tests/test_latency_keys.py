@@ -91,3 +91,9 @@ def test_keys_and_predictor_import_no_torch():
             "from nas.latency import load_predictor, MeasureConfig\n"
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_one_onnx_export_call_site_in_the_package():
+    """Tables price the graph that ships: units and exported models use one exporter."""
+    calls = [p for p in (ROOT / "nas").rglob("*.py") if "torch.onnx.export(" in p.read_text()]
+    assert [p.relative_to(ROOT).as_posix() for p in calls] == ["nas/models/onnx.py"]

@@ -8,7 +8,6 @@ shape, normalisation) is stored as ONNX ``metadata_props``, readable without tor
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from nas.errors import NasError
 
-OPSET = 17
+from nas.models.onnx import OPSET
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 TOLERANCE = 1e-4  # max abs difference allowed between an exported model and PyTorch
@@ -29,18 +28,11 @@ class ExportCheckError(NasError):
 def export_onnx(model: Any, spec: Any, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Export ``model`` (built from ``spec``) to ``path`` with opset 17, a dynamic batch axis and
     ``metadata`` as model properties."""
-    import torch
+    from nas.models.onnx import to_onnx
 
     path = Path(path)
-    model.eval()
-    example = torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)
-    with warnings.catch_warnings():  # the TorchScript-based exporter is deprecated but needs no onnxscript
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        with torch.no_grad():
-            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    to_onnx(model, (1, spec.in_channels, spec.resolution, spec.resolution), path, input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME, dynamic_batch=True)
     if metadata:
         set_metadata(path, metadata)
     return path

@@ -7,10 +7,8 @@ whole network (:func:`export_module`), so onnxruntime fuses it the same way.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import torch
@@ -20,10 +18,10 @@ from nas.io import write_bytes_atomic, write_text_atomic
 from nas.latency.keys import UnitKey
 from nas.latency.standalone_measure import MANIFEST_FORMAT, REFERENCE_ID, Protocol
 from nas.models import build_model
+from nas.models.onnx import to_onnx
 from nas.models.blocks import Head, InvertedResidual, LastStage, Stem
 from nas.spec.arch import ArchSpec, BlockSpec, HeadSpec, LastStageSpec, StemSpec
 
-OPSET = 17
 WEIGHT_SEED = 0
 
 
@@ -51,22 +49,9 @@ def network_input_shape(spec: ArchSpec) -> tuple[int, ...]:
 
 
 def export_module(module: nn.Module, input_shape: tuple[int, ...], target: str | Path | None = None) -> bytes:
-    """ONNX export (TorchScript exporter, opset 17) of ``module`` at batch 1; returns the bytes and
+    """ONNX export of ``module`` at batch 1 with the project's one exporter; returns the bytes and
     writes them to ``target`` when given."""
-    buffer = io.BytesIO()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tracing runs a forward pass; one thread is 4x faster for these tiny graphs
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (torch.zeros(input_shape),), buffer, dynamo=False, opset_version=OPSET,
-                              input_names=["input"], output_names=["output"])
-    finally:
-        torch.set_num_threads(threads)
-    data = buffer.getvalue()
-    if target is not None:
-        write_bytes_atomic(target, data)
-    return data
+    return to_onnx(module, input_shape, target)
 
 
 def export_unit(key: UnitKey, target: str | Path | None = None) -> bytes:
