@@ -45,7 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_netadapt(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.netadapt import NetAdaptConfig, netadapt_checkpoint
-    from nas.latency.catalog import resolve_table
     from nas.train import load_checkpoint
 
     config = NetAdaptConfig(target=args.target, short_steps=args.short_steps, long_epochs=args.long_epochs,
@@ -53,8 +52,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, lr=args.lr, long_lr=args.long_lr, seed=args.seed,
                             optimizer=args.optimizer)
     out = args.out or f"experiments/netadapt-{load_checkpoint(args.checkpoint).spec.hash}"
-    table = resolve_table(args.table, progress=not args.no_progress)
-    result = netadapt_checkpoint(args.checkpoint, table, config, out, data=args.data, data_dir=args.data_dir,
+    result = netadapt_checkpoint(args.checkpoint, args.table, config, out, data=args.data, data_dir=args.data_dir,
                                  subset=args.subset,
                                  measure=not args.no_measure, progress=not args.no_progress, threads=args.threads)
     summary = result.summary()

@@ -487,12 +487,14 @@ def netadapt_checkpoint(checkpoint: str | Path, table: str | Path, config: NetAd
     """The ``nas netadapt`` command as a function: checkpoint + latency table -> shrunk network."""
     from nas.data import load_data
     from nas.latency import MissingEntryError
+    from nas.latency.catalog import resolve_table
     from nas.train import check_spec_matches, load_checkpoint, load_model
 
     target = Target.parse(config.target)
     metrics = load_checkpoint(checkpoint).metrics
     config = config.resolved_for(metrics)
     spec, model = load_model(checkpoint)
+    table = resolve_table(table, progress=progress)  # a space's folder: this machine's table (built if missing)
     latency = TableLatency(table, overlay=overlay or Path(out) / OVERLAY, progress=progress)
     if measure and not latency.on_this_device and progress:
         print(f"latency table {table} is of device {latency.device_id}, not this machine: latencies are "
