@@ -27,8 +27,10 @@ __all__ = ["MeasureConfig", "Measurement", "measure_units", "measure_spec", "mea
 
 
 # The protocol `nas lut build` (and benchmarks/lut_build.py) builds tables with: paired with the
-# space's baseline, 10 passes x 10 calls per unit, 5 reference calls framing every burst.
-TABLE_PROTOCOL = {"passes": 10, "runs": 10, "reference_runs": 5}
+# reference network (the space's baseline cut to its first blocks), 5 passes x 20 calls per unit,
+# 5 reference calls framing every burst. Five bursts of 20 calls frame a unit half as often as ten of
+# 10 (the framing and the per-burst warm-up are most of a build's timing), for the same 100 calls.
+TABLE_PROTOCOL = {"passes": 5, "runs": 20, "reference_runs": 5}
 
 
 @dataclass(frozen=True)
