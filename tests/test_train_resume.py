@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from nas.errors import NasError
-from nas.train import TrainConfig, train
+from nas.train import TrainConfig, evaluate, train
 from nas.train.cpu import has_bf16, resolve_precision
 from nas.train.resume import STATE_FILE, load_state
 from tests.conftest import ROOT
@@ -173,3 +173,22 @@ def test_kill_9_then_rerun_finishes_like_an_uninterrupted_run(tmp_path):
     a = torch.load(killed_out / "checkpoint.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_folded_batchnorm_evaluates_the_same_function():
+    from nas.models import build_model
+    from nas.train.trainer import fold_batchnorm
+
+    splits = toy_splits()
+    torch.manual_seed(0)
+    for model in (build_model(tiny_spec()), tiny_model()):
+        train(model, splits, fast_config(steps=16), progress=False)  # non-trivial running statistics
+        model.train()
+        folded = fold_batchnorm(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) and model.training
+        model.eval()
+        x = torch.randn(8, 1, 8, 8).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
+        assert evaluate(model, splits.val) == evaluate(model, splits.val, fold_bn=False)

