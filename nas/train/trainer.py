@@ -267,11 +267,15 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+def _short(x: float) -> str:
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
 def epoch_line(epoch: float, epochs: float, step: int, total: int, loss: float, val_acc: float | None,
                images_per_sec: float, eta_seconds: float) -> str:
     """The one progress line per epoch written to stderr."""
     val = "-" if val_acc is None or math.isnan(val_acc) else f"{val_acc:.4f}"
-    return (f"epoch {epoch:g}/{epochs:g}  step {step:,}/{total:,}  loss {loss:.4f}  val_acc {val}  "
+    return (f"epoch {_short(epoch)}/{_short(epochs)}  step {step:,}/{total:,}  loss {loss:.4f}  val_acc {val}  "
             f"{images_per_sec:,.0f} img/s  ETA {format_duration(eta_seconds)}")
 
 
@@ -314,7 +318,6 @@ class _Loop:
         self.history: list[dict] = []
         self.val_acc, self.loss_sum, self.loss_count, self.images_seen = float("nan"), 0.0, 0, 0
         self.train_seconds, self.seconds_before, self.step = 0.0, 0.0, 0
-        self.resumed_from = 0
 
     def run(self) -> TrainResult:
         config, model = self.config, self.model
@@ -331,41 +334,49 @@ class _Loop:
         bar = _progress(self.total, self.progress, self.step)
         model.train()
         mixed = depthwise_in_fp32(model) if self.precision == "bf16" else contextlib.nullcontext()
-        lr = 0.0
         with mixed:
             try:
                 while self.step < self.total:
-                    t0 = time.perf_counter()
-                    images, labels = next(batches)
-                    lr = lr_at(self.step, self.base_lr, self.warmup, self.total)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    with _autocast(self.precision):
-                        loss = criterion(model(images), labels)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    value = loss.item()
-                    self.train_seconds += time.perf_counter() - t0
-                    if not math.isfinite(value):
-                        raise NasError(f"training diverged (loss {value}) at step {self.step + 1}; "
-                                       "try a lower learning rate")
-                    self.step += 1
-                    self.loss_sum, self.loss_count = self.loss_sum + value, self.loss_count + 1
-                    self.images_seen += labels.numel()
+                    lr = self._step(next(batches), optimizer, criterion)
                     bar.update(1)
                     evaluated = self.step % self.eval_interval == 0 or self.step == self.total
-                    loss_now = self.loss_sum / self.loss_count
+                    loss = self.loss_sum / self.loss_count
                     if evaluated and self._evaluate(lr, start, bar):
                         stopped = True
                         break
                     if self.step % self.per_epoch == 0 or self.step == self.total:
-                        self._epoch_end(evaluated, loss_now, start, session_start, bar, optimizer, generator)
+                        self._epoch_end(evaluated, loss, start, session_start, bar, optimizer, generator)
             finally:
                 bar.close()
+        return self._result(stopped, start)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
+              criterion: nn.Module) -> float:
+        """One optimizer step on ``batch`` (timed with the batch's preparation); returns its lr."""
+        t0 = time.perf_counter()
+        images, labels = batch
+        lr = lr_at(self.step, self.base_lr, self.warmup, self.total)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with _autocast(self.precision):
+            loss = criterion(self.model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = loss.item()
+        self.train_seconds += time.perf_counter() - t0
+        if not math.isfinite(value):
+            raise NasError(f"training diverged (loss {value}) at step {self.step + 1}; try a lower learning rate")
+        self.step += 1
+        self.loss_sum, self.loss_count = self.loss_sum + value, self.loss_count + 1
+        self.images_seen += labels.numel()
+        return lr
+
+    def _result(self, stopped: bool, start: float) -> TrainResult:
+        config = self.config
         test_acc = None
         if config.evaluate_test:
-            test_acc = evaluate(model, self.splits.test, config.eval_batch_size, config.channels_last)
+            test_acc = evaluate(self.model, self.splits.test, config.eval_batch_size, config.channels_last)
         return TrainResult(
             val_acc=self.val_acc,
             test_acc=test_acc,
@@ -437,7 +448,7 @@ class _Loop:
         optimizer.load_state_dict(state.optimizer)
         torch.set_rng_state(state.torch_rng)
         generator.set_state(state.data_rng)
-        self.step = self.resumed_from = int(state.step)
+        self.step = int(state.step)
         self.loss_sum, self.loss_count, self.images_seen = state.loss_sum, state.loss_count, state.images_seen
         self.train_seconds, self.seconds_before = state.train_seconds, state.seconds
         self.val_acc, self.history = state.val_acc, list(state.history)
