@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width-mult", type=float, help="named networks only")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="bf16: autocast to bfloat16; auto: bf16 only where it measured faster on this CPU kind")
+                   help="bf16: bfloat16 autocast (depthwise convolutions in fp32); auto (default): bf16 only on "
+                        "CPUs where it measured faster at equal accuracy, fp32 elsewhere (see nas.train.cpu)")
     p.add_argument("--out", help="write checkpoint.pt, spec.json and metrics.json here; the training state is "
                                  "saved there each epoch and a rerun of the same command resumes from it")
     p.add_argument("--restart", action="store_true", help="ignore a saved training state in --out")

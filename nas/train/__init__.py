@@ -13,8 +13,8 @@ import torch
 
 from nas.data import DataSplits, ImageDataset, load_data
 from nas.errors import NasError
-from nas.train.resume import STATE_FILE
 from nas.train.checkpoint import Checkpoint, check_state_dict, load_checkpoint, load_model, save_checkpoint
+from nas.train.resume import STATE_FILE
 from nas.train.trainer import TrainConfig, TrainResult, evaluate, lr_at, train
 
 
