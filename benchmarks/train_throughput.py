@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py [--network search_spaces/fashion_mnist.yaml] [--threads 2]
         [--batch-size 128] [--steps 10] [--rounds 5] [--precisions fp32 bf16] [--synthetic]
+        [--parts] [--compile]
 
 Both train the same network (seed 0) with the same threads and batch size on Fashion-MNIST held in
 memory (or random uint8 images with --synthetic). The plain loop is what one writes without tricks:
@@ -10,7 +11,9 @@ float tensor. The trainer is ``nas.train.train`` (channels-last, fused optimizer
 precision; its own input pipeline with random crop and flip). Rounds are interleaved (plain, then
 each trainer variant, again and again) and the medians are printed with their ratio to the plain
 loop, after one warm-up round. The input pipeline alone is timed too: it must be far faster than
-training.
+training. ``--parts`` also times the optimizer step (for-loop, foreach, fused) and evaluation with
+and without BatchNorm folding; ``--compile`` times torch.compile's first step and its compiled steps
+against eager ones (channels-last fp32).
 """
 
 from __future__ import annotations
@@ -81,6 +84,89 @@ class Trainer:
         return train(self.model, self.splits, TrainConfig(steps=steps, **self.config), progress=False).images_per_sec
 
 
+def medians(contenders: dict, steps: int, rounds: int) -> dict[str, list[float]]:
+    """Images/s of each contender over ``rounds`` interleaved rounds of ``steps`` (after a warm-up)."""
+    for contender in contenders.values():  # warm-up: oneDNN primitives, allocator
+        contender.run(2)
+    speeds: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, contender in contenders.items():
+            speeds[name].append(contender.run(steps))
+    return speeds
+
+
+def print_speeds(speeds: dict[str, list[float]], unit: str = "img/s") -> None:
+    """Median, range and ratio to the first entry."""
+    base = statistics.median(next(iter(speeds.values())))
+    width = max(map(len, speeds))
+    for name, values in speeds.items():
+        median = statistics.median(values)
+        spread = f"[{min(values):,.0f}-{max(values):,.0f}]"
+        print(f"{name.ljust(width)}  {median:8,.1f} {unit} {spread:>15}  x{median / base:.2f}", flush=True)
+
+
+class OptimizerStep:
+    """Optimizer steps/s of SGD (Nesterov momentum) on the network's parameters with random gradients."""
+
+    def __init__(self, model: nn.Module, **kind):
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, **kind)
+
+    def run(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.optimizer.step()
+        return steps / (time.perf_counter() - start)
+
+
+class Evaluation:
+    """Images/s of ``nas.train.evaluate`` on 1,024 val images, with or without BatchNorm folding."""
+
+    def __init__(self, model: nn.Module, splits: DataSplits, fold_bn: bool):
+        self.model, self.data, self.fold_bn = model, splits.val.select(torch.arange(1024)), fold_bn
+
+    def run(self, steps: int) -> float:
+        from nas.train import evaluate
+
+        start = time.perf_counter()
+        for _ in range(max(1, steps // 5)):
+            evaluate(self.model, self.data, 512, fold_bn=self.fold_bn)
+        return max(1, steps // 5) * len(self.data) / (time.perf_counter() - start)
+
+
+class Compiled(PlainLoop):
+    """The plain loop's step on a channels-last model, eager or through torch.compile."""
+
+    def __init__(self, model: nn.Module, data: ImageDataset, batch_size: int, compiled: bool):
+        super().__init__(model.to(memory_format=torch.channels_last), data, batch_size)
+        self.images = self.images.contiguous(memory_format=torch.channels_last)
+        if compiled:
+            self.model = torch.compile(model)
+            start = time.perf_counter()
+            self.run(1)
+            print(f"torch.compile: first step {time.perf_counter() - start:,.1f} s", flush=True)
+
+
+def parts(args: argparse.Namespace, splits: DataSplits) -> None:
+    from nas.train.cpu import fused_supported
+
+    kinds = {"optimizer step, for-loop": {"foreach": False}, "optimizer step, foreach": {"foreach": True}}
+    if fused_supported("sgd"):
+        kinds["optimizer step, fused"] = {"fused": True}
+    print_speeds(medians({k: OptimizerStep(build(args.network, splits), **v) for k, v in kinds.items()},
+                         20, args.rounds), "steps/s")
+    net = build(args.network, splits)
+    print_speeds(medians({"evaluate, BatchNorm kept": Evaluation(net, splits, False),
+                          "evaluate, BatchNorm folded": Evaluation(net, splits, True)}, 5, args.rounds))
+
+
+def compile_race(args: argparse.Namespace, splits: DataSplits) -> None:
+    eager = Compiled(build(args.network, splits), splits.train, args.batch_size, False)
+    compiled = Compiled(build(args.network, splits), splits.train, args.batch_size, True)
+    print_speeds(medians({"eager (channels-last fp32)": eager, "torch.compile": compiled}, args.steps, args.rounds))
+
+
 def build(network: str, splits: DataSplits) -> nn.Module:
     from nas.models import build_model
     from nas.spec import load_spec_arg
@@ -102,6 +188,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
     parser.add_argument("--synthetic", action="store_true")
+    parser.add_argument("--parts", action="store_true", help="also time optimizer steps and evaluation")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to compile)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     splits = synthetic() if args.synthetic else load_data("fashion-mnist")
@@ -117,18 +205,11 @@ def main() -> None:
     for precision in args.precisions:
         contenders[f"trainer {precision}"] = Trainer(build(args.network, splits), small, args.batch_size, precision,
                                                      args.threads)
-    for contender in contenders.values():  # warm-up: oneDNN primitives, allocator
-        contender.run(2)
-    speeds: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(args.rounds):
-        for name, contender in contenders.items():
-            speeds[name].append(contender.run(args.steps))
-    base = statistics.median(next(iter(speeds.values())))
-    width = max(map(len, speeds))
-    for name, values in speeds.items():
-        median = statistics.median(values)
-        spread = f"[{min(values):,.0f}-{max(values):,.0f}]"
-        print(f"{name.ljust(width)}  {median:8,.0f} img/s {spread:>15}  x{median / base:.2f}")
+    print_speeds(medians(contenders, args.steps, args.rounds))
+    if args.parts:
+        parts(args, splits)
+    if args.compile:
+        compile_race(args, splits)
 
 
 if __name__ == "__main__":
