@@ -13,9 +13,9 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # ``auto`` picks bf16 autocast only where it was measured faster than fp32 AND within 0.2 pt of its
 # accuracy at 10 epochs. On an Intel Xeon with AVX512-BF16 and AMX (torch 2.13, oneDNN 3.12) the
 # Fashion-MNIST baseline trained 4 % faster in bf16 at batch 128 and 12 % at batch 256 (one thread,
-# benchmarks/train_throughput.py; autocast with the depthwise convolutions in bf16 as well measured 2x
-# slower than fp32, from oneDNN's bf16 depthwise backward); its
-# 10-epoch accuracy has not been compared yet, so ``auto`` stays fp32 and ``--precision bf16`` opts in.
+# benchmarks/train_throughput.py; with the depthwise convolutions in bf16 as well it was slower than
+# fp32: oneDNN's bf16 depthwise backward). Its 10-epoch accuracy has not been compared yet, so
+# ``auto`` stays fp32 and ``--precision bf16`` opts in.
 AUTO_BF16 = False
 
 
