@@ -1,24 +1,33 @@
-"""Training throughput on CPU: the input pipeline alone vs. full training steps.
+"""Training throughput on this CPU: a plain PyTorch loop vs. the project's trainer, side by side.
 
-    python benchmarks/train_throughput.py [--steps 30] [--batch-sizes 128 256] [--threads 2]
+    python benchmarks/train_throughput.py [--network search_spaces/fashion_mnist.yaml] [--threads 2]
+        [--batch-size 128] [--steps 10] [--rounds 5] [--precisions fp32 bf16] [--synthetic]
+        [--parts] [--compile]
 
-Fashion-MNIST (28x28x1) from the Debian package, or random uint8 data with --synthetic.
+Both train the same network (seed 0) with the same threads and batch size on Fashion-MNIST held in
+memory (or random uint8 images with --synthetic). The plain loop is what one writes without tricks:
+NCHW fp32, ``torch.optim.SGD`` (momentum 0.9), cross-entropy, batches sliced from a normalised
+float tensor. The trainer is ``nas.train.train`` (channels-last, fused optimizer step, the given
+precision; its own input pipeline with random crop and flip). Rounds are interleaved (plain, then
+each trainer variant, again and again) and the medians are printed with their ratio to the plain
+loop, after one warm-up round. The input pipeline alone is timed too: it must be far faster than
+training. ``--parts`` also times the optimizer step (for-loop, foreach, fused) and evaluation with
+and without BatchNorm folding; ``--compile`` times torch.compile's first step and its compiled steps
+against eager ones (channels-last fp32).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
+import torch.nn as nn
 
-from nas.data import Augment, DataSplits, ImageDataset, load_data, train_batches
+from nas.data import Augment, DataSplits, ImageDataset, Normalizer, load_data, train_batches
 from nas.train import TrainConfig, train
-
-MODELS = {
-    "mnv3s-0.5": dict(width_mult=0.5),
-    "mnv3s-1.0": dict(width_mult=1.0),
-}
+from nas.train.cpu import cpu_summary, resolve_precision
 
 
 def synthetic(n: int = 8192) -> DataSplits:
@@ -28,9 +37,9 @@ def synthetic(n: int = 8192) -> DataSplits:
     return DataSplits(data, data.select(torch.arange(512)), data.select(torch.arange(512)))
 
 
-def data_only(splits: DataSplits, batch_size: int, batches: int = 200, augment: bool = True) -> float:
-    """Images/s of shuffling, cropping, flipping and normalising alone."""
-    stream = train_batches(splits.train, batch_size, torch.Generator().manual_seed(0), Augment(enabled=augment))
+def data_only(splits: DataSplits, batch_size: int, batches: int = 100) -> float:
+    """Images/s of the trainer's input pipeline alone (shuffle, crop, flip, normalise, channels-last)."""
+    stream = train_batches(splits.train, batch_size, torch.Generator().manual_seed(0), Augment(), True)
     next(stream)
     start = time.perf_counter()
     for _ in range(batches):
@@ -38,44 +47,169 @@ def data_only(splits: DataSplits, batch_size: int, batches: int = 200, augment: 
     return batches * batch_size / (time.perf_counter() - start)
 
 
-def model_training(splits: DataSplits, name: str, batch_size: int, steps: int, channels_last: bool) -> float:
-    """Images/s of full training steps (forward, backward, SGD) with the real pipeline."""
-    from nas.models import build_model
-    from nas.spec import mobilenetv3_small
+class PlainLoop:
+    """The baseline: NCHW fp32, plain torch.optim.SGD, slices of a pre-normalised float tensor."""
 
-    spec = mobilenetv3_small(num_classes=10, resolution=28, in_channels=1, **MODELS[name])
+    def __init__(self, model: nn.Module, data: ImageDataset, batch_size: int):
+        self.model, self.batch_size = model, batch_size
+        self.images = Normalizer(data.mean, data.std)(data.images)
+        self.labels = data.labels
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        self.criterion = nn.CrossEntropyLoss()
+        self.generator = torch.Generator().manual_seed(0)
+
+    def run(self, steps: int) -> float:
+        """Images/s over ``steps`` training steps."""
+        self.model.train()
+        order = torch.randperm(len(self.labels), generator=self.generator)
+        start = time.perf_counter()
+        for step in range(steps):
+            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+            loss = self.criterion(self.model(self.images[idx]), self.labels[idx])
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            loss.item()
+        return steps * self.batch_size / (time.perf_counter() - start)
+
+
+class Trainer:
+    """``nas.train.train`` for ``steps`` steps on the given model (images/s of its training steps)."""
+
+    def __init__(self, model: nn.Module, splits: DataSplits, batch_size: int, precision: str, threads: int):
+        self.model, self.splits = model, splits
+        self.config = dict(batch_size=batch_size, eval_every=None, precision=precision, threads=threads)
+
+    def run(self, steps: int) -> float:
+        return train(self.model, self.splits, TrainConfig(steps=steps, **self.config), progress=False).images_per_sec
+
+
+def medians(contenders: dict, steps: int, rounds: int) -> dict[str, list[float]]:
+    """Images/s of each contender over ``rounds`` interleaved rounds of ``steps`` (after a warm-up)."""
+    for contender in contenders.values():  # warm-up: oneDNN primitives, allocator
+        contender.run(2)
+    speeds: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, contender in contenders.items():
+            speeds[name].append(contender.run(steps))
+    return speeds
+
+
+def print_speeds(speeds: dict[str, list[float]], unit: str = "img/s") -> None:
+    """Median, range and ratio to the first entry."""
+    base = statistics.median(next(iter(speeds.values())))
+    width = max(map(len, speeds))
+    for name, values in speeds.items():
+        median = statistics.median(values)
+        spread = f"[{min(values):,.0f}-{max(values):,.0f}]"
+        print(f"{name.ljust(width)}  {median:8,.1f} {unit} {spread:>15}  x{median / base:.2f}", flush=True)
+
+
+class OptimizerStep:
+    """Optimizer steps/s of SGD (Nesterov momentum) on the network's parameters with random gradients."""
+
+    def __init__(self, model: nn.Module, **kind):
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, **kind)
+
+    def run(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.optimizer.step()
+        return steps / (time.perf_counter() - start)
+
+
+class Evaluation:
+    """Images/s of ``nas.train.evaluate`` on 1,024 val images, with or without BatchNorm folding."""
+
+    def __init__(self, model: nn.Module, splits: DataSplits, fold_bn: bool):
+        self.model, self.data, self.fold_bn = model, splits.val.select(torch.arange(1024)), fold_bn
+
+    def run(self, steps: int) -> float:
+        from nas.train import evaluate
+
+        start = time.perf_counter()
+        for _ in range(max(1, steps // 5)):
+            evaluate(self.model, self.data, 512, fold_bn=self.fold_bn)
+        return max(1, steps // 5) * len(self.data) / (time.perf_counter() - start)
+
+
+class Compiled(PlainLoop):
+    """The plain loop's step on a channels-last model, eager or through torch.compile."""
+
+    def __init__(self, model: nn.Module, data: ImageDataset, batch_size: int, compiled: bool):
+        super().__init__(model.to(memory_format=torch.channels_last), data, batch_size)
+        self.images = self.images.contiguous(memory_format=torch.channels_last)
+        if compiled:
+            self.model = torch.compile(model)
+            start = time.perf_counter()
+            self.run(1)
+            print(f"torch.compile: first step {time.perf_counter() - start:,.1f} s", flush=True)
+
+
+def parts(args: argparse.Namespace, splits: DataSplits) -> None:
+    from nas.train.cpu import fused_supported
+
+    kinds = {"optimizer step, for-loop": {"foreach": False}, "optimizer step, foreach": {"foreach": True}}
+    if fused_supported("sgd"):
+        kinds["optimizer step, fused"] = {"fused": True}
+    print_speeds(medians({k: OptimizerStep(build(args.network, splits), **v) for k, v in kinds.items()},
+                         20, args.rounds), "steps/s")
+    net = build(args.network, splits)
+    print_speeds(medians({"evaluate, BatchNorm kept": Evaluation(net, splits, False),
+                          "evaluate, BatchNorm folded": Evaluation(net, splits, True)}, 5, args.rounds))
+
+
+def compile_race(args: argparse.Namespace, splits: DataSplits) -> None:
+    eager = Compiled(build(args.network, splits), splits.train, args.batch_size, False)
+    compiled = Compiled(build(args.network, splits), splits.train, args.batch_size, True)
+    print_speeds(medians({"eager (channels-last fp32)": eager, "torch.compile": compiled}, args.steps, args.rounds))
+
+
+def build(network: str, splits: DataSplits) -> nn.Module:
+    from nas.models import build_model
+    from nas.spec import load_spec_arg
+
+    data = splits.train
+    spec = load_spec_arg(network, num_classes=data.num_classes, resolution=data.resolution[0],
+                         in_channels=data.in_channels)
     torch.manual_seed(0)
-    model = build_model(spec)
-    small = DataSplits(splits.train, splits.val.select(torch.arange(256)), splits.test)
-    train(model, small, TrainConfig(steps=3, batch_size=batch_size, eval_every=None, channels_last=channels_last),
-          progress=False)  # warm-up: oneDNN primitives, allocator
-    config = TrainConfig(steps=steps, batch_size=batch_size, eval_every=None, channels_last=channels_last)
-    return train(model, small, config, progress=False).images_per_sec
+    return build_model(spec)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--channels-last", choices=("no", "yes", "both"), default="no")
+    parser.add_argument("--network", default="search_spaces/fashion_mnist.yaml",
+                        help="a space's baseline, spec file/string or named network (default: the Fashion-MNIST baseline)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10, help="training steps per round and contender")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
     parser.add_argument("--synthetic", action="store_true")
+    parser.add_argument("--parts", action="store_true", help="also time optimizer steps and evaluation")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to compile)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     splits = synthetic() if args.synthetic else load_data("fashion-mnist")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, train images {len(splits.train)}")
-    for bs in args.batch_sizes:
-        print(f"data only     bs={bs:<4} augment   {data_only(splits, bs):>10,.0f} img/s")
-        print(f"data only     bs={bs:<4} no augment {data_only(splits, bs, augment=False):>9,.0f} img/s")
-    layouts = {"no": [False], "yes": [True], "both": [False, True]}[args.channels_last]
-    for name in args.models:
-        for bs in args.batch_sizes:
-            for cl in layouts:
-                ips = model_training(splits, name, bs, args.steps, cl)
-                print(f"train {name:<9} bs={bs:<4} {'channels_last' if cl else 'contiguous':<13} {ips:>8,.0f} img/s",
-                      flush=True)
+    small = DataSplits(splits.train, splits.val.select(torch.arange(256)), splits.test)
+    print(f"CPU: {cpu_summary()}")
+    print(f"precision auto on this CPU: {resolve_precision('auto')}")
+    net = build(args.network, splits)
+    print(f"network: {args.network} ({sum(p.numel() for p in net.parameters()) / 1e6:.2f} M params), "
+          f"batch {args.batch_size}, {args.steps} steps x {args.rounds} interleaved rounds, medians")
+    print(f"input pipeline alone (shuffle, crop, flip, normalise): {data_only(splits, args.batch_size):,.0f} img/s",
+          flush=True)
+    contenders = {"plain loop (NCHW fp32, SGD)": PlainLoop(build(args.network, splits), splits.train, args.batch_size)}
+    for precision in args.precisions:
+        contenders[f"trainer {precision}"] = Trainer(build(args.network, splits), small, args.batch_size, precision,
+                                                     args.threads)
+    print_speeds(medians(contenders, args.steps, args.rounds))
+    if args.parts:
+        parts(args, splits)
+    if args.compile:
+        compile_race(args, splits)
 
 
 if __name__ == "__main__":

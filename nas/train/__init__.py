@@ -13,7 +13,9 @@ import torch
 
 from nas.data import DataSplits, ImageDataset, load_data
 from nas.errors import NasError
+from nas.io import write_text_atomic
 from nas.train.checkpoint import Checkpoint, check_state_dict, load_checkpoint, load_model, save_checkpoint
+from nas.train.resume import STATE_FILE
 from nas.train.trainer import TrainConfig, TrainResult, evaluate, lr_at, train
 
 
@@ -52,12 +54,15 @@ def train_network(
     subset: int | None = None,
     data_seed: int = 0,
     data_name: str | None = None,
+    resume: bool = True,
 ) -> TrainReport:
     """Build ``spec``, train it (val for monitoring), test it, and optionally save it to ``out``.
 
     ``data`` is a dataset name or already loaded :class:`DataSplits`. ``out`` receives
     ``checkpoint.pt``, ``spec.json`` and ``metrics.json``. The data split uses ``data_seed``
-    (not the training seed) so every run sees the same val set.
+    (not the training seed) so every run sees the same val set. With ``out``, the training state is
+    saved to ``out/train-state.pt`` at each epoch's end; a rerun (``resume``) continues from it, and
+    it is removed once the outputs are written.
     """
     from nas.models import build_model
 
@@ -67,12 +72,25 @@ def train_network(
     check_spec_matches(spec, splits.train, name)
     torch.manual_seed(config.seed)
     model = build_model(spec)
-    result = train(model, splits, dataclasses.replace(config, evaluate_test=True), progress=progress)
+    state_path = _state_path(out, resume)
+    result = train(model, splits, dataclasses.replace(config, evaluate_test=True), progress=progress,
+                   state_path=state_path)
     metrics = _metrics(spec, model, result, config, splits, name)
     out_dir = _write_outputs(Path(out), spec, model, metrics) if out is not None else None
     if out_dir is not None:
         metrics["out"] = str(out_dir)
+        Path(out_dir, STATE_FILE).unlink(missing_ok=True)
     return TrainReport(spec, model, result, metrics, out_dir)
+
+
+def _state_path(out: str | Path | None, resume: bool) -> Path | None:
+    """``out/train-state.pt`` (an old one is dropped unless ``resume``); None without ``out``."""
+    if out is None:
+        return None
+    path = Path(out) / STATE_FILE
+    if not resume:
+        path.unlink(missing_ok=True)
+    return path
 
 
 def _metrics(spec: Any, model: torch.nn.Module, result: TrainResult, config: TrainConfig,
@@ -91,7 +109,7 @@ def _metrics(spec: Any, model: torch.nn.Module, result: TrainResult, config: Tra
         "params": sum(p.numel() for p in model.parameters()),
         "splits": splits.sizes(),
         "normalization": {"mean": list(splits.train.mean), "std": list(splits.train.std)},
-        "config": dataclasses.asdict(config) | config.resolved(),
+        "config": dataclasses.asdict(config) | config.resolved() | {"precision": config.resolved_precision()},
         "history": result.history,
     }
 
@@ -102,8 +120,8 @@ def _write_outputs(out: Path, spec: Any, model: torch.nn.Module, metrics: dict) 
     except OSError as exc:
         raise NasError(f"cannot create output folder {out} ({exc.strerror})") from None
     save_checkpoint(out / "checkpoint.pt", spec, model, metrics)
-    (out / "spec.json").write_text(spec.to_json() + "\n")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    write_text_atomic(out / "spec.json", spec.to_json() + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
     return out
 
 

@@ -1,17 +1,30 @@
-"""A small, seeded CPU training loop: SGD/AdamW, warmup + cosine to 0, label smoothing."""
+"""A small, seeded CPU training loop: SGD/AdamW, warmup + cosine to 0, label smoothing.
+
+It uses what the CPU offers where that was measured to win: channels-last, fused optimizer steps,
+and (``precision``) bf16 autocast. Given a ``state_path`` it saves its state at each epoch's end
+and resumes from it, giving the same steps and weights as an uninterrupted run.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
+import sys
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+import types
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
 
 from nas.data import Augment, DataSplits, ImageDataset, eval_batches, steps_per_epoch, train_batches
 from nas.errors import NasError
+from nas.train.cpu import PRECISIONS, fused_supported, resolve_precision
+from nas.train.resume import TrainState, fingerprint, load_state, save_state
 
 ReportFn = Callable[[int, float, float], bool]
 DEFAULT_LR = {"sgd": 0.1, "adamw": 0.002}
@@ -46,6 +59,7 @@ class TrainConfig:
     eval_every: float | None = 1.0
     evaluate_test: bool = False
     channels_last: bool = True  # measured 2-3x faster training, ~6x faster eval on 2 cores
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: see nas.train.cpu.resolve_precision
 
     def __post_init__(self) -> None:
         self.validate()
@@ -77,6 +91,8 @@ class TrainConfig:
             _positive_int("threads", self.threads)
         if self.eval_every is not None and not self.eval_every > 0:
             raise NasError(f"eval_every must be > 0 epochs, got {self.eval_every}")
+        if self.precision not in PRECISIONS:
+            raise NasError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
 
     def resolved(self) -> dict[str, float]:
         """The effective lr, weight decay (after per-optimizer defaults)."""
@@ -85,6 +101,10 @@ class TrainConfig:
             lr = DEFAULT_LR[self.optimizer] * (self.batch_size / 128 if self.optimizer == "sgd" else 1.0)
         wd = DEFAULT_WD[self.optimizer] if self.weight_decay is None else self.weight_decay
         return {"lr": lr, "weight_decay": wd}
+
+    def resolved_precision(self) -> str:
+        """``fp32`` or ``bf16`` on this CPU."""
+        return resolve_precision(self.precision)
 
     def total_steps(self, n_train: int) -> int:
         if self.steps is not None:
@@ -137,18 +157,22 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise NasError("the model has no trainable parameters")
+    fused = {"fused": True} if fused_supported(config.optimizer) else {}
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=hp["lr"])
+        return torch.optim.AdamW(groups, lr=hp["lr"], **fused)
     nesterov = config.nesterov and config.momentum > 0
-    return torch.optim.SGD(groups, lr=hp["lr"], momentum=config.momentum, nesterov=nesterov)
+    return torch.optim.SGD(groups, lr=hp["lr"], momentum=config.momentum, nesterov=nesterov, **fused)
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 512, channels_last: bool = True) -> float:
+def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 512, channels_last: bool = True,
+             *, fold_bn: bool = True) -> float:
     """Top-1 accuracy in [0, 1] (eval mode, no augmentation); the model's mode is restored.
 
     With ``channels_last`` the model's parameters are moved to that memory format in place
-    (values unchanged): on CPU this is several times faster.
+    (values unchanged): on CPU this is several times faster. With ``fold_bn`` a copy of the model
+    with each BatchNorm folded into the convolution before it is evaluated (the same function up to
+    float rounding; measured 1.5x faster evaluation of the Fashion-MNIST baseline).
     """
     if len(dataset) == 0:
         raise NasError("cannot evaluate on an empty dataset")
@@ -158,11 +182,32 @@ def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 512, cha
     model.eval()
     correct = 0
     try:
+        net = fold_batchnorm(model, channels_last) if fold_bn else model
         for images, labels in eval_batches(dataset, batch_size, channels_last):
-            correct += int((model(images).argmax(dim=1) == labels).sum())
+            correct += int((net(images).argmax(dim=1) == labels).sum())
     finally:
         model.train(was_training)
     return correct / len(dataset)
+
+
+def fold_batchnorm(model: nn.Module, channels_last: bool = True) -> nn.Module:
+    """An eval-mode copy of ``model`` where each BatchNorm2d right after a Conv2d (in a ConvNormAct or
+    an nn.Sequential) is folded into that convolution's weights and bias; ``model`` is unchanged."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from nas.models.layers import ConvNormAct
+
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if isinstance(module, ConvNormAct) and isinstance(module.bn, nn.BatchNorm2d):
+            module.conv, module.bn = fuse_conv_bn_eval(module.conv, module.bn), nn.Identity()
+        elif isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for first, second in zip(names, names[1:]):
+                conv, bn = module._modules[first], module._modules[second]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                    module._modules[first], module._modules[second] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    return folded.to(memory_format=torch.channels_last) if channels_last else folded
 
 
 class _Threads:
@@ -179,10 +224,11 @@ class _Threads:
         torch.set_num_threads(self.saved)
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, initial: int = 0):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="step", disable=None if enabled else True, dynamic_ncols=True, leave=False)
+    return tqdm(total=total, initial=initial, unit="step", disable=None if enabled else True, dynamic_ncols=True,
+                leave=False)
 
 
 def _check_data(splits: DataSplits) -> None:
@@ -192,84 +238,219 @@ def _check_data(splits: DataSplits) -> None:
         raise NasError("training labels exceed the number of classes")
 
 
+@contextlib.contextmanager
+def depthwise_in_fp32(model: nn.Module) -> Iterator[None]:
+    """Run grouped convolutions outside autocast, in fp32, for the block (their bf16 backward is slow
+    in oneDNN); every other module is left to autocast. The modules' ``forward`` is restored after."""
+    patched = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    for module in patched:
+        module.forward = types.MethodType(_fp32_forward, module)  # bound: copies call their own weights
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
+def _fp32_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast("cpu", enabled=False):
+        return type(module).forward(module, x.float())
+
+
+def _autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _short(x: float) -> str:
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def epoch_line(epoch: float, epochs: float, step: int, total: int, loss: float, val_acc: float | None,
+               images_per_sec: float, eta_seconds: float) -> str:
+    """The one progress line per epoch written to stderr."""
+    val = "-" if val_acc is None or math.isnan(val_acc) else f"{val_acc:.4f}"
+    return (f"epoch {_short(epoch)}/{_short(epochs)}  step {step:,}/{total:,}  loss {loss:.4f}  val_acc {val}  "
+            f"{images_per_sec:,.0f} img/s  ETA {format_duration(eta_seconds)}")
+
+
 def train(
     model: nn.Module,
     splits: DataSplits,
     config: TrainConfig,
     progress: bool = True,
     report: ReportFn | None = None,
+    *,
+    state_path: str | Path | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``splits.train``; evaluate on ``splits.val`` every ``eval_every`` epochs.
 
     ``report(step, epoch, val_acc)`` is called after each evaluation; returning True stops early.
-    The test split is evaluated only when ``config.evaluate_test`` is set.
+    The test split is evaluated only when ``config.evaluate_test`` is set. With ``progress``, a
+    tqdm bar shows on a terminal and one line per epoch goes to stderr. With ``state_path``, the
+    training state is saved there at the end of each epoch, and a training whose state is found
+    there (same config, data and network) continues from it.
     """
     config.validate()
     _check_data(splits)
     with _Threads(config.threads):
-        return _train(model, splits, config, progress, report)
+        return _Loop(model, splits, config, progress, report, state_path).run()
 
 
-def _train(model: nn.Module, splits: DataSplits, config: TrainConfig, progress: bool, report: ReportFn | None) -> TrainResult:
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    n_train = len(splits.train)
-    per_epoch = steps_per_epoch(n_train, min(config.batch_size, n_train))
-    total = config.total_steps(n_train)
-    warmup, base_lr = config.warmup(total), config.resolved()["lr"]
-    eval_interval = total if config.eval_every is None else max(1, round(config.eval_every * per_epoch))
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    augment = Augment(config.augment, config.crop_padding, config.hflip)
-    batches = train_batches(splits.train, config.batch_size, generator, augment, config.channels_last)
-    optimizer = make_optimizer(model, config)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    history: list[dict] = []
-    val_acc, loss_sum, loss_count, images_seen = float("nan"), 0.0, 0, 0
-    train_seconds, stopped, start, step = 0.0, False, time.perf_counter(), 0
-    bar = _progress(total, progress)
-    model.train()
-    try:
-        while step < total:
-            t0 = time.perf_counter()
-            images, labels = next(batches)
-            lr = lr_at(step, base_lr, warmup, total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = criterion(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = loss.item()
-            train_seconds += time.perf_counter() - t0
-            if not math.isfinite(value):
-                raise NasError(f"training diverged (loss {value}) at step {step + 1}; try a lower learning rate")
-            step += 1
-            loss_sum, loss_count, images_seen = loss_sum + value, loss_count + 1, images_seen + labels.numel()
-            bar.update(1)
-            if step % eval_interval == 0 or step == total:
-                val_acc = evaluate(model, splits.val, config.eval_batch_size, config.channels_last)
-                entry = {"step": step, "epoch": step / per_epoch, "train_loss": loss_sum / loss_count,
-                         "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - start}
-                history.append(entry)
-                bar.set_postfix(loss=f"{entry['train_loss']:.3f}", val=f"{val_acc:.4f}")
-                if report is not None and report(step, step / per_epoch, val_acc) and step < total:
-                    stopped = True
-                    break
-                if step < total:
-                    loss_sum, loss_count = 0.0, 0
-    finally:
-        bar.close()
-    test_acc = evaluate(model, splits.test, config.eval_batch_size, config.channels_last) if config.evaluate_test else None
-    return TrainResult(
-        val_acc=val_acc,
-        test_acc=test_acc,
-        train_loss=loss_sum / max(1, loss_count),
-        seconds=time.perf_counter() - start,
-        images_per_sec=images_seen / max(train_seconds, 1e-9),
-        steps=step,
-        epochs=step / per_epoch,
-        train_seconds=train_seconds,
-        stopped_early=stopped,
-        history=history,
-    )
+class _Loop:
+    """One training run: its counters, and saving / restoring them at epoch ends."""
+
+    def __init__(self, model: nn.Module, splits: DataSplits, config: TrainConfig, progress: bool,
+                 report: ReportFn | None, state_path: str | Path | None):
+        self.model, self.splits, self.config, self.progress, self.report = model, splits, config, progress, report
+        self.state_path = None if state_path is None else Path(state_path)
+        self.n_train = len(splits.train)
+        self.per_epoch = steps_per_epoch(self.n_train, min(config.batch_size, self.n_train))
+        self.total = config.total_steps(self.n_train)
+        self.warmup, self.base_lr = config.warmup(self.total), config.resolved()["lr"]
+        self.eval_interval = self.total if config.eval_every is None else max(1, round(config.eval_every * self.per_epoch))
+        self.precision = config.resolved_precision()
+        self.history: list[dict] = []
+        self.val_acc, self.loss_sum, self.loss_count, self.images_seen = float("nan"), 0.0, 0, 0
+        self.train_seconds, self.seconds_before, self.step = 0.0, 0.0, 0
+
+    def run(self) -> TrainResult:
+        config, model = self.config, self.model
+        torch.manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(model, config)
+        self._maybe_resume(optimizer, generator)
+        augment = Augment(config.augment, config.crop_padding, config.hflip)
+        batches = train_batches(self.splits.train, config.batch_size, generator, augment, config.channels_last)
+        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        stopped, start, session_start = False, time.perf_counter(), self.step
+        bar = _progress(self.total, self.progress, self.step)
+        model.train()
+        mixed = depthwise_in_fp32(model) if self.precision == "bf16" else contextlib.nullcontext()
+        with mixed:
+            try:
+                while self.step < self.total:
+                    lr = self._step(next(batches), optimizer, criterion)
+                    bar.update(1)
+                    evaluated = self.step % self.eval_interval == 0 or self.step == self.total
+                    loss = self.loss_sum / self.loss_count
+                    if evaluated and self._evaluate(lr, start, bar):
+                        stopped = True
+                        break
+                    if self.step % self.per_epoch == 0 or self.step == self.total:
+                        self._epoch_end(evaluated, loss, start, session_start, bar, optimizer, generator)
+            finally:
+                bar.close()
+        return self._result(stopped, start)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
+              criterion: nn.Module) -> float:
+        """One optimizer step on ``batch`` (timed with the batch's preparation); returns its lr."""
+        t0 = time.perf_counter()
+        images, labels = batch
+        lr = lr_at(self.step, self.base_lr, self.warmup, self.total)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with _autocast(self.precision):
+            loss = criterion(self.model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = loss.item()
+        self.train_seconds += time.perf_counter() - t0
+        if not math.isfinite(value):
+            raise NasError(f"training diverged (loss {value}) at step {self.step + 1}; try a lower learning rate")
+        self.step += 1
+        self.loss_sum, self.loss_count = self.loss_sum + value, self.loss_count + 1
+        self.images_seen += labels.numel()
+        return lr
+
+    def _result(self, stopped: bool, start: float) -> TrainResult:
+        config = self.config
+        test_acc = None
+        if config.evaluate_test:
+            test_acc = evaluate(self.model, self.splits.test, config.eval_batch_size, config.channels_last)
+        return TrainResult(
+            val_acc=self.val_acc,
+            test_acc=test_acc,
+            train_loss=self.loss_sum / max(1, self.loss_count),
+            seconds=self.seconds_before + time.perf_counter() - start,
+            images_per_sec=self.images_seen / max(self.train_seconds, 1e-9),
+            steps=self.step,
+            epochs=self.step / self.per_epoch,
+            train_seconds=self.train_seconds,
+            stopped_early=stopped,
+            history=self.history,
+        )
+
+    def _evaluate(self, lr: float, start: float, bar) -> bool:
+        """Val accuracy into the history; True when ``report`` asks to stop before the budget."""
+        self.val_acc = evaluate(self.model, self.splits.val, self.config.eval_batch_size, self.config.channels_last)
+        epoch = self.step / self.per_epoch
+        entry = {"step": self.step, "epoch": epoch, "train_loss": self.loss_sum / self.loss_count,
+                 "val_acc": self.val_acc, "lr": lr, "seconds": self.seconds_before + time.perf_counter() - start}
+        self.history.append(entry)
+        bar.set_postfix(loss=f"{entry['train_loss']:.3f}", val=f"{self.val_acc:.4f}")
+        if self.report is not None and self.report(self.step, epoch, self.val_acc) and self.step < self.total:
+            return True
+        if self.step < self.total:
+            self.loss_sum, self.loss_count = 0.0, 0
+        return False
+
+    def _epoch_end(self, evaluated: bool, loss: float, start: float, session_start: int, bar,
+                   optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
+        if self.progress:
+            elapsed = time.perf_counter() - start
+            done = self.step - session_start
+            line = epoch_line(self.step / self.per_epoch, self.total / self.per_epoch, self.step, self.total, loss,
+                              self.val_acc if evaluated else None, self.images_seen / max(self.train_seconds, 1e-9),
+                              elapsed / max(done, 1) * (self.total - self.step))
+            if bar.disable:
+                print(line, file=sys.stderr, flush=True)
+            else:
+                bar.write(line, file=sys.stderr)
+        if self.state_path is not None and self.step < self.total:
+            save_state(self.state_path, TrainState(
+                fingerprint=self._fingerprint(), step=self.step, model=self.model.state_dict(),
+                optimizer=optimizer.state_dict(), torch_rng=torch.get_rng_state(), data_rng=generator.get_state(),
+                loss_sum=self.loss_sum, loss_count=self.loss_count, images_seen=self.images_seen,
+                train_seconds=self.train_seconds, seconds=self.seconds_before + time.perf_counter() - start,
+                val_acc=self.val_acc, history=self.history))
+
+    def _fingerprint(self) -> str:
+        """What must match for a saved state to be resumed: config (but threads), data, network."""
+        config = {k: v for k, v in asdict(self.config).items() if k not in ("threads", "evaluate_test")}
+        train = self.splits.train
+        return fingerprint({
+            "config": config, "precision": self.precision, "total": self.total,
+            "data": [len(train), len(self.splits.val), zlib.crc32(train.labels.numpy().tobytes()),
+                     zlib.crc32(train.images[: 64].numpy().tobytes())],
+            "network": [[k, list(v.shape)] for k, v in self.model.state_dict().items()],
+        })
+
+    def _maybe_resume(self, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
+        """Continue from the saved state when there is one for this very training."""
+        if self.state_path is None or not self.state_path.is_file():
+            return
+        state = load_state(self.state_path)
+        if state.fingerprint != self._fingerprint():
+            print(f"{self.state_path} is from another training (config, data or network differ); "
+                  "starting from step 0", file=sys.stderr)
+            return
+        self.model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        torch.set_rng_state(state.torch_rng)
+        generator.set_state(state.data_rng)
+        self.step = int(state.step)
+        self.loss_sum, self.loss_count, self.images_seen = state.loss_sum, state.loss_count, state.images_seen
+        self.train_seconds, self.seconds_before = state.train_seconds, state.seconds
+        self.val_acc, self.history = state.val_acc, list(state.history)
+        if self.progress:
+            print(f"resuming from {self.state_path} at step {self.step:,}/{self.total:,}", file=sys.stderr, flush=True)

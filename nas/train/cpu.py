@@ -1,0 +1,77 @@
+"""What this CPU offers for training: its model name and bf16 flags, the fused optimizer steps of
+this torch build, and the precision ``auto`` resolves to."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# ``auto`` picks bf16 autocast only where it was measured faster than fp32 AND within 0.2 pt of its
+# accuracy at 10 epochs. On an Intel Xeon with AVX512-BF16 and AMX (torch 2.13, oneDNN 3.12) the
+# Fashion-MNIST baseline trained 4 % faster in bf16 at batch 128 and 12 % at batch 256 (one thread,
+# benchmarks/train_throughput.py; with the depthwise convolutions in bf16 as well it was slower than
+# fp32: oneDNN's bf16 depthwise backward). Its 10-epoch accuracy has not been compared yet, so
+# ``auto`` stays fp32 and ``--precision bf16`` opts in.
+AUTO_BF16 = False
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """(model name, flags) of the first processor in /proc/cpuinfo; ("unknown", {}) elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown", frozenset()
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    return fields.get("model name", "unknown"), frozenset(fields.get("flags", "").split())
+
+
+def cpu_model() -> str:
+    return _cpuinfo()[0]
+
+
+def cpu_flags() -> frozenset[str]:
+    return _cpuinfo()[1]
+
+
+def has_bf16(flags: frozenset[str] | None = None) -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in BF16_FLAGS)
+
+
+def cpu_summary() -> str:
+    """One line: the CPU model and which bf16 flags it has."""
+    flags = cpu_flags()
+    marks = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in BF16_FLAGS)
+    return f"{cpu_model()} ({marks}; torch {torch.__version__}, {torch.get_num_threads()} threads)"
+
+
+def resolve_precision(precision: str, flags: frozenset[str] | None = None) -> str:
+    """``fp32`` or ``bf16``: ``auto`` is bf16 only on a bf16 CPU where it is known to win (AUTO_BF16)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if AUTO_BF16 and has_bf16(flags) else "fp32"
+
+
+@functools.lru_cache(maxsize=None)
+def fused_supported(optimizer: str) -> bool:
+    """Whether this torch build has a fused CPU step for ``sgd`` / ``adamw`` (tried once on a toy tensor)."""
+    param = torch.nn.Parameter(torch.zeros(4))
+    param.grad = torch.ones(4)
+    try:
+        if optimizer == "adamw":
+            torch.optim.AdamW([param], lr=0.1, fused=True).step()
+        else:
+            torch.optim.SGD([param], lr=0.1, momentum=0.9, nesterov=True, fused=True).step()
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
