@@ -312,15 +312,28 @@ def write_report(exp: Experiment, out: Path, stages: dict[str, dict], rows: list
 
 # --- the whole pipeline ---------------------------------------------------------------------------
 
+def resolve_table_stage(exp: Experiment, out: Path, progress: bool) -> Experiment:
+    """``exp`` with the target device's table; when this machine's is built now (first use on this
+    CPU), its minutes go into ``stage_seconds.json`` as the ``table`` stage."""
+    from nas.experiment import with_resolved_table
+    from nas.latency.catalog import find_table
+
+    lat = exp.latency
+    building = find_table(lat.table, lat.device, threads=lat.threads) is None
+    start = time.perf_counter()
+    exp = with_resolved_table(exp, progress)
+    if building:
+        record_stage_seconds(out, "table", time.perf_counter() - start)
+    return exp
+
+
 def run_experiment(exp: Experiment, progress: bool = True, log: Callable[[str], None] = print) -> RunResult:
     """Run (or resume) every stage of ``exp`` and write ``report.md`` in its output folder."""
     if exp.latency.table is None:
         raise NasError("nas run needs latency.table in the experiment (NetAdapt and the report use it)")
-    from nas.experiment import with_resolved_table
-
-    exp = with_resolved_table(exp, progress)  # the target device's table; this machine's is built on first use
     out = Path(exp.out)
     out.mkdir(parents=True, exist_ok=True)
+    exp = resolve_table_stage(exp, out, progress)
     stages: dict[str, dict] = {}
     stages["search"] = run_stage(out, "search", stage_search(exp, progress), log)
     best = ArchSpec.from_string(stages["search"]["best_spec"])
