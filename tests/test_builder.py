@@ -12,6 +12,7 @@ from nas.models.layers import SqueezeExcite, activation
 from nas.spec import BlockSpec, count_params, load_space, mobilenetv3_large, mobilenetv3_small
 
 
+@pytest.mark.slow
 def test_params_of_module_equal_spec_count_for_100_samples(space_file):
     space = load_space(space_file)
     rng = random.Random(0)

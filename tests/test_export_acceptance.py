@@ -19,7 +19,7 @@ SAMPLES = 20
 BATCH = 2
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def unit_scale_logits(model, spec, seed: int = 0):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from nas.spec import load_space
 from nas.models import build_model
 from nas.train import save_checkpoint
@@ -13,6 +15,7 @@ from tests.conftest import ROOT, run_cli
 FASHION = ROOT / "search_spaces" / "fashion_mnist.yaml"
 
 
+@pytest.mark.slow
 def test_export_json_output(tmp_path):
     spec = load_space(FASHION).sample(1)
     (tmp_path / "spec.json").write_text(spec.to_json())

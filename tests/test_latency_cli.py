@@ -40,6 +40,7 @@ def test_paired_table_keeps_its_reference_and_time_base(built):
     assert (config.reference, config.reference_ms, config.reference_runs) == (reference["spec"], reference["ms"], 3)
 
 
+@pytest.mark.slow
 def test_kill_minus_9_then_rerun_gives_a_complete_table(tmp_path):
     space_path = write_space(tmp_path)
     out = tmp_path / "table"
@@ -143,6 +144,7 @@ def test_validate_writes_csv_png_and_json(built, tmp_path):
     assert (tmp_path / "validation.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line(built, tmp_path):
     root, space_path, table = built
     spec = load_space(space_path).baseline.to_string()

@@ -141,6 +141,7 @@ def test_outputs_are_readable(finished):
     assert comparable(again.history).equals(comparable(result.history)) and again.final_acc == result.final_acc
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_same_history(finished, tmp_path):
     result, _ = finished
     script = tmp_path / "run.py"

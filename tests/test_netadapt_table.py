@@ -28,6 +28,7 @@ def table(tmp_path_factory):
                        calibrate=False)
 
 
+@pytest.mark.slow
 def test_netadapt_measures_missing_widths_and_the_result(table, tmp_path):
     from nas.latency import load_table
     from nas.netadapt import NetAdaptConfig, TableLatency, netadapt

@@ -13,6 +13,8 @@ from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 from tests.latency_helpers import SHIPPED_FASHION, as_this_machines_table
 
+pytestmark = pytest.mark.slow  # the whole pipeline on real data: the full tier only
+
 
 def tiny_experiment(tmp_path: Path) -> dict:
     table = tmp_path / "tables"

@@ -18,6 +18,8 @@ from optuna.trial import TrialState
 
 from conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.slow  # the whole pipeline on real data: the full tier only
+
 
 
 def load(db: Path, name: str) -> optuna.Study:

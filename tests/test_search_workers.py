@@ -129,6 +129,7 @@ def test_two_workers_on_postgresql_one_killed(tmp_path):
     check_outcome(*kill_one_worker_mid_search(postgres_url(), tmp_path))
 
 
+@pytest.mark.slow
 def test_two_workers_on_a_journal_file_one_killed(tmp_path):
     check_outcome(*kill_one_worker_mid_search(f"journal:{tmp_path / 'journal.log'}", tmp_path, strategy="rl"))
 
