@@ -20,7 +20,7 @@ from nas.spec import load_space
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 from tests.latency_helpers import SHIPPED_FASHION_AMD, write_space
 
-UNSEEN_CPU = {TEST_CPU_MODEL: "Unseen Test CPU 9000"}  # a CPU no shipped table was measured on
+UNSEEN_CPU = {TEST_CPU_MODEL: "Never Seen CPU 7"}  # a CPU no shipped table was measured on
 BASELINE = ROOT / "search_spaces" / "fashion_mnist.yaml"
 
 
@@ -34,13 +34,13 @@ def test_device_id_is_a_readable_slug_and_a_hash_of_the_identity():
 
 
 def test_the_cpu_override_is_honoured_under_test_only(monkeypatch):
-    monkeypatch.setenv(TEST_CPU_MODEL, "Unseen Test CPU 9000")
-    assert this_device()["cpu_model"] == "Unseen Test CPU 9000"
-    assert this_device()["id"].startswith("unseen-test-9000-")
+    monkeypatch.setenv(TEST_CPU_MODEL, "Never Seen CPU 7")
+    assert this_device()["cpu_model"] == "Never Seen CPU 7"
+    assert this_device()["id"].startswith("never-seen-7-")
     outside = subprocess.run([sys.executable, "-c", "from nas.latency.device import this_device; "
                               "print(this_device()['cpu_model'])"], capture_output=True, text=True, cwd=ROOT,
                              env={k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"})
-    assert outside.returncode == 0 and "Unseen" not in outside.stdout
+    assert outside.returncode == 0 and "Never Seen" not in outside.stdout
 
 
 def test_shipped_tables_live_in_device_folders_named_by_their_id():
@@ -56,9 +56,9 @@ def test_the_target_devices_table_is_picked_from_a_spaces_folder(fashion_tables,
     assert find_table(fashion_tables, device=amd) == fashion_tables / amd
     assert find_table(fashion_tables) == fashion_tables / this_device()["id"]
     assert find_table(fashion_tables / amd) == fashion_tables / amd  # a table folder is itself
-    monkeypatch.setenv(TEST_CPU_MODEL, "Unseen Test CPU 9000")
+    monkeypatch.setenv(TEST_CPU_MODEL, "Never Seen CPU 7")
     assert find_table(fashion_tables) is None
-    with pytest.raises(NoTableError, match=rf"no latency table of device unseen-test-9000-.*tables there: .*{amd}"):
+    with pytest.raises(NoTableError, match=rf"no latency table of device never-seen-7-.*tables there: .*{amd}"):
         resolve_table(fashion_tables, build=False)
     with pytest.raises(NoTableError, match="no latency table of device amd-epyc-99c"):
         resolve_table(fashion_tables, device="amd-epyc-99c-ort1.32.0-t1-00000000")
@@ -78,12 +78,12 @@ def test_prediction_with_another_devices_table_names_that_device():
 
 def test_measuring_into_another_devices_table_is_one_line():
     result = run_cli("lut", "validate", SHIPPED_FASHION_AMD, "--samples", "3", env=UNSEEN_CPU)
-    assert_one_line_error(result, "cannot validate it here", SHIPPED_FASHION_AMD.name, "this machine is unseen-test")
+    assert_one_line_error(result, "cannot validate it here", SHIPPED_FASHION_AMD.name, "this machine is never-seen")
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda folder: folder.parent / "missing-folder" / "x", "no latency table"),
-    (lambda folder: folder, "no latency table of device unseen-test"),
+    (lambda folder: folder, "no latency table of device never-seen"),
 ])
 def test_bad_table_locations_are_one_line(fashion_tables, make, message):
     result = run_cli("latency", "predict", make(fashion_tables), BASELINE, env=UNSEEN_CPU)
@@ -160,7 +160,7 @@ def test_two_writers_at_once_lose_and_duplicate_no_row(tiny_space, tmp_path):
 
 @pytest.mark.slow
 def test_this_machines_table_is_built_on_first_use_and_reused(tiny_space, tmp_path, monkeypatch):
-    monkeypatch.setenv(TEST_CPU_MODEL, "Unseen Test CPU 9000")
+    monkeypatch.setenv(TEST_CPU_MODEL, "Never Seen CPU 7")
     import nas.latency.build as build
 
     monkeypatch.setattr(build, "TABLE_PROTOCOL", {"passes": 4, "runs": 25, "reference_runs": 2, "warmup": 1})
@@ -186,7 +186,7 @@ def test_lut_build_without_out_prints_this_machines_table(tiny_space, tmp_path):
     first = run_cli(*args, env=UNSEEN_CPU)
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)
-    assert out["device"].startswith("unseen-test-9000-") and out["entries"] == len(space_unit_keys(load_space(space)))
+    assert out["device"].startswith("never-seen-7-") and out["entries"] == len(space_unit_keys(load_space(space)))
     assert Path(out["table"]) == tables / "tiny" / out["device"] and out["seconds"] >= 0
     again = json.loads(run_cli(*args, env=UNSEEN_CPU).stdout)
     assert again["table"] == out["table"] and again["entries"] == out["entries"]
