@@ -210,3 +210,37 @@ def test_a_table_claiming_another_spaces_hash_is_refused(tmp_path):
     meta["space"]["hash"] = "0123456789abcdef"
     (table / META).write_text(json.dumps(meta))
     assert_one_line_error(run_cli("latency", "predict", table, BASELINE, env=UNSEEN_CPU), "space definition has hash")
+
+
+@pytest.mark.slow
+def test_a_build_killed_on_first_use_is_resumed_by_the_next_run(tiny_space, tmp_path, monkeypatch):
+    """kill -9 during the automatic build (here: a build stopped after its first rows, before the
+    calibration), then the next run: the build is resumed to a complete table, not used half-made."""
+    monkeypatch.setenv(TEST_CPU_MODEL, "Never Seen CPU 7")
+    import nas.latency.build as build
+
+    monkeypatch.setattr(build, "TABLE_PROTOCOL", {"passes": 4, "runs": 25, "reference_runs": 2, "warmup": 1})
+    folder = tmp_path / "tables" / "tiny"
+    space = load_space(tiny_space)
+    out = folder / this_device()["id"]
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import nas.latency.build as build
+build.TABLE_PROTOCOL = {{"passes": 4, "runs": 25, "reference_runs": 2, "warmup": 1}}
+from nas.latency.catalog import resolve_table
+from nas.spec import load_space
+resolve_table({str(folder)!r}, load_space({str(tiny_space)!r}), progress=False)
+"""], cwd=ROOT, env={**os.environ, TEST_CPU_MODEL: "Never Seen CPU 7"})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None:
+            if (out / ENTRIES).is_file() and len((out / ENTRIES).read_text().splitlines()) > 3:
+                child.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+    assert load_table(out).calibration is None, "killed too late to test a resume"
+    assert resolve_table(folder, space, progress=False) == out
+    table = load_table(out)
+    assert set(table.entries.index) == {k.id for k in space_unit_keys(space)} and table.calibration is not None

@@ -87,7 +87,13 @@ def resolve_table(location: str | Path | None, space=None, device: str = THIS, r
     found = find_table(location, device, runtime, threads)
     if found is not None:
         _check_space(found, space)
-        return found
+        if found == location or not build or read_meta(found).get("calibration") is not None:
+            return found
+        # this machine's table in a space's folder whose build stopped before the end: resume it
+        space = space or folder_space(location)
+        from nas.latency.build import build_default_table
+
+        return build_default_table(found, space, runtime=runtime, threads=threads, progress=progress)
     if space is None:
         space = folder_space(location)
     if device != THIS or not build or space is None:
