@@ -105,6 +105,20 @@ def tiny_space(tmp_path) -> Path:
     return write_space(tmp_path)
 
 
+def kill_once_rows_are_written(child: subprocess.Popen, entries: Path, rows: int = 3) -> None:
+    """SIGKILL ``child`` as soon as ``entries`` holds more than ``rows`` lines (a state, not a delay)."""
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None:
+            if entries.is_file() and len(entries.read_text().splitlines()) > rows:
+                child.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+
+
 def _build_cmd(space: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "nas", "lut", "build", "--space", str(space), "--out", str(out), "--runs", "25",
             "--passes", "4", "--reference-runs", "2", "--group", "4", "--no-progress"]
@@ -115,16 +129,7 @@ def test_kill_during_a_build_then_rerun_completes_without_duplicates(tiny_space,
     out = tmp_path / "tables" / "tiny" / "dev"
     child = subprocess.Popen(_build_cmd(tiny_space, out), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and child.poll() is None:  # wait for a state: some rows written
-            if (out / ENTRIES).is_file() and len((out / ENTRIES).read_text().splitlines()) > 3:
-                child.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.01)
-    finally:
-        child.kill()
-        child.wait()
+    kill_once_rows_are_written(child, out / ENTRIES)
     written = len((out / ENTRIES).read_text().splitlines()) - 1
     assert 0 < written < len(space_unit_keys(load_space(tiny_space))), "killed too late to test a resume"
     result = subprocess.run(_build_cmd(tiny_space, out), cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -230,16 +235,7 @@ from nas.latency.catalog import resolve_table
 from nas.spec import load_space
 resolve_table({str(folder)!r}, load_space({str(tiny_space)!r}), progress=False)
 """], cwd=ROOT, env={**os.environ, TEST_CPU_MODEL: "Never Seen CPU 7"})
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and child.poll() is None:
-            if (out / ENTRIES).is_file() and len((out / ENTRIES).read_text().splitlines()) > 3:
-                child.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.01)
-    finally:
-        child.kill()
-        child.wait()
+    kill_once_rows_are_written(child, out / ENTRIES)
     assert load_table(out).calibration is None, "killed too late to test a resume"
     assert resolve_table(folder, space, progress=False) == out
     table = load_table(out)
