@@ -225,10 +225,13 @@ def _load_weights(path: Path) -> tuple[ArchSpec, torch.nn.Module]:
     return load_model(path)
 
 
-def check_target(target_ms: float, start_ms: float, smallest_ms: float) -> None:
+def check_target(target_ms: float, start_ms: float, smallest_ms: Callable[[], float]) -> None:
+    """Refuse a target at or above the start, or below the smallest reachable network (``smallest_ms``
+    is called only when the first check passes: it may have to measure that network's units)."""
     if target_ms >= start_ms:
         raise NasError(f"target {target_ms:.4g} ms is not below the network's current predicted latency "
                        f"{start_ms:.4g} ms; nothing to shrink")
+    smallest_ms = smallest_ms()
     if target_ms < smallest_ms:
         raise NasError(f"target {target_ms:.4g} ms is below {smallest_ms:.4g} ms, the predicted latency of the "
                        f"smallest network NetAdapt can reach from this one")
@@ -301,7 +304,7 @@ class NetAdaptRun:
         target_ms = Target.parse(self.config.target).ms(start_ms)
         smallest = smallest_reachable(self.spec)
         self._prepare([smallest])
-        check_target(target_ms, start_ms, float(self.predictor.predict(smallest)))
+        check_target(target_ms, start_ms, lambda: float(self.predictor.predict(smallest)))
         try:
             (self.out / "proposals").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -505,7 +508,7 @@ def netadapt_checkpoint(checkpoint: str | Path, table: str | Path, config: NetAd
         raise NasError(f"latency table {table} has no entry for this network's unit {exc.key.id}: "
                        f"a table of another space? (build one with nas lut build)") from None
     smallest = smallest_reachable(spec)
-    check_target(target.ms(start_ms), start_ms, latency.predict(smallest))
+    check_target(target.ms(start_ms), start_ms, lambda: latency.predict(smallest))
     name = data or metrics.get("data") or "fashion-mnist"
     splits = load_data(name, data_dir, val_fraction, data_seed, subset)
     check_spec_matches(spec, splits.train, name)
