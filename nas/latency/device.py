@@ -90,7 +90,7 @@ def require_this_device(table_device: dict, where: str, action: str,
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         units = f"; it lacks {len(missing)} unit(s): {shown}"
-    hint = f"; measure them on that device: {command}" if command else ""
+    hint = f"; {'measure them' if missing else 'run it'} on that device: {command}" if command else ""
     raise ForeignTableError(f"cannot {action}: {where} is the table of device {device_id(table_device)}, "
                             f"this machine is {here['id']}{units}{hint}")
 
