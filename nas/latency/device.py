@@ -61,21 +61,10 @@ def device_id(device: dict) -> str:
             f"{runtime}{device.get('runtime_version')}-t{device.get('threads')}-{digest}")
 
 
-def describe(device: dict) -> str:
-    """One short phrase naming a device for messages and reports."""
-    return (f"{device_id(device)} ({device.get('cpu_model')}, {device.get('cores')} cores, "
-            f"{device.get('runtime')} {device.get('runtime_version')}, {device.get('threads')} thread(s))")
-
-
 def is_this_device(device: dict) -> bool:
     """Whether a table's ``device`` is this machine (same identity fields)."""
     here = this_device(device.get("runtime", "onnxruntime"), int(device.get("threads", 1)))
     return device_id(device) == here["id"]
-
-
-def device_differences(table_device: dict, here: dict) -> list[str]:
-    return [f"{k} {table_device.get(k)!r} here {here.get(k)!r}" for k in IDENTITY
-            if table_device.get(k) != here.get(k)]
 
 
 def require_this_device(table_device: dict, where: str, action: str,

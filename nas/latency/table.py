@@ -47,13 +47,12 @@ class TableError(NasError):
 
 @dataclass
 class LatencyTable:
-    """A loaded table: ``entries`` indexed by unit id, ``meta`` as stored (``overlay``: the run-local
-    folder whose rows were read with it, if any)."""
+    """A loaded table: ``entries`` indexed by unit id (with a run's overlay rows, if read with one),
+    ``meta`` as stored."""
 
     path: Path
     entries: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
-    overlay: Path | None = None
 
     @property
     def space_hash(self) -> str | None:
@@ -230,7 +229,7 @@ def load_table(path: str | Path, overlay: str | Path | None = None) -> LatencyTa
     if overlay_dir is not None and (overlay_dir / ENTRIES).exists():
         extra = read_entries(overlay_dir)
         entries = pd.concat([entries, extra[~extra.index.isin(entries.index)]])
-    return LatencyTable(directory, entries, meta, overlay_dir)
+    return LatencyTable(directory, entries, meta)
 
 
 @contextlib.contextmanager
