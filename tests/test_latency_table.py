@@ -3,13 +3,15 @@
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from nas.latency import (ForeignTableError, LatencyPredictor, MeasureConfig, MissingEntryError, TableError,
                          build_table, ensure_entries, load_predictor, load_table, space_unit_keys, unit_keys)
-from nas.latency.calibration import apply_calibration, fit_calibration
+from nas.latency.calibration import apply_calibration, fit_calibration, unit_class
+from nas.latency.keys import UnitKey
 from nas.latency.table import ENTRIES, META
 from nas.spec import load_space
 from nas.spec.arch import ArchSpec
@@ -45,7 +47,7 @@ def test_table_has_every_unit_once_with_provenance(tiny):
     assert device["runtime"] == "onnxruntime" and device["threads"] == 1
     assert meta["protocol"]["runs"] * meta["protocol"]["passes"] >= 100
     calib = meta["calibration"]
-    assert len(calib["networks"]) == 10 and calib["overhead_ms"] > 0 and calib["a"] > 0
+    assert len(calib["networks"]) == 10 and calib["overhead_ms"] > 0 and calib["scale"] > 0
 
 
 def test_csv_round_trip_is_exact(tiny):
@@ -64,24 +66,52 @@ def test_predictor_sums_entries_then_calibrates(tiny):
     table = predictor.table
     expected_sum = sum(table.median_ms(k.id) for k in unit_keys(spec))
     assert predictor.raw_sum(spec) == pytest.approx(expected_sum)
-    c = table.calibration
-    n = len(unit_keys(spec))
-    assert predictor.predict(spec) == pytest.approx(c["a"] * (expected_sum - n * c["overhead_ms"]) + c["b"])
+    weights = table.calibration["class_weights"]
+    assert predictor.predict(spec) == pytest.approx(sum(weights[unit_class(k)] * table.median_ms(k.id)
+                                                        for k in unit_keys(spec)))
     breakdown = predictor.unit_breakdown(spec)
     assert list(breakdown["unit"]) == [k.id for k in unit_keys(spec)]
     assert breakdown["share"].sum() == pytest.approx(1.0)
     assert LatencyPredictor(table, calibrated=False).predict(spec) == pytest.approx(expected_sum)
 
 
-def test_calibration_fit_recovers_a_known_line():
-    specs = [ArchSpec.from_string("in8x1 stem_c8_k3_s1_re ir_k3_e24_c8_s2_re last_c16_re head_c0_re_d0 cls3")] * 4
-    terms = [(1.0, 5), (2.0, 6), (3.0, 5), (4.0, 7)]
-    overhead = 0.01
-    measured = [0.8 * (s - n * overhead) + 0.05 for s, n in terms]
-    calib = fit_calibration(specs, terms, measured, overhead)
-    assert calib["a"] == pytest.approx(0.8) and calib["b"] == pytest.approx(0.05)
-    assert apply_calibration(calib, 2.5, 6) == pytest.approx(0.8 * (2.5 - 0.06) + 0.05)
+SE_BLOCK = UnitKey("block", size=8, in_ch=8, exp=24, out=8, kernel=3, stride=2, se=True, act="hswish")
+PLAIN_BLOCK = UnitKey("block", size=8, in_ch=8, exp=24, out=8, kernel=3, stride=2, act="relu")
+STEM = UnitKey("stem", size=8, in_ch=1, out=8, kernel=3, stride=1, act="relu")
+ONE_SPEC = [ArchSpec.from_string("in8x1 stem_c8_k3_s1_re ir_k3_e24_c8_s2_re last_c16_re head_c0_re_d0 cls3")]
+
+
+def _networks(stem, se, plain):
+    return [[(STEM, a), (SE_BLOCK, b), (PLAIN_BLOCK, c)] for a, b, c in zip(stem, se, plain)]
+
+
+def test_calibration_fit_recovers_one_scale_exactly():
+    entries = _networks([0.1, 0.2, 0.1, 0.3, 0.2], [0.5, 0.3, 0.8, 0.4, 0.6], [0.2, 0.6, 0.3, 0.1, 0.4])
+    measured = [0.9 * sum(ms for _, ms in e) for e in entries]
+    calib = fit_calibration(ONE_SPEC * 5, entries, measured, overhead_ms=0.01)
+    assert calib["scale"] == pytest.approx(0.9)
+    assert all(w == pytest.approx(0.9) for w in calib["class_weights"].values())
+    assert apply_calibration(calib, [(STEM, 1.0), (SE_BLOCK, 2.0)]) == pytest.approx(2.7)
     assert calib["fit_max_abs_error"] == pytest.approx(0, abs=1e-9)
+
+
+def test_calibration_moves_a_class_that_costs_more_in_context():
+    """SE blocks that cost 30 % more inside networks than alone: their weight rises above the other
+    classes', and the fit predicts held-out networks better than one scale would."""
+    rng = np.random.default_rng(0)
+    stem, se, plain = (rng.uniform(0.1, 0.6, 40) for _ in range(3))
+    entries = _networks(stem, se, plain)
+    measured = stem + 1.3 * se + plain
+    calib = fit_calibration(ONE_SPEC * 30, entries[:30], measured[:30], overhead_ms=0.01)
+    w = calib["class_weights"]
+    assert w["block_se1_hswish"] > w["block_se0_relu"] + 0.1 and w["block_se1_hswish"] > w["stem"] + 0.1
+    fitted = np.array([apply_calibration(calib, e) for e in entries[30:]])
+    one_scale = calib["scale"] * np.array([sum(ms for _, ms in e) for e in entries[30:]])
+    assert np.abs(fitted / measured[30:] - 1).mean() < 0.5 * np.abs(one_scale / measured[30:] - 1).mean()
+
+
+def test_uncalibrated_prediction_is_the_sum():
+    assert apply_calibration(None, [(STEM, 0.25), (SE_BLOCK, 0.5)]) == pytest.approx(0.75)
 
 
 def test_missing_entry_names_the_unit(tiny):

@@ -225,8 +225,8 @@ def calibrate_table(directory: Path, specs: list[ArchSpec], config: MeasureConfi
     predictor = LatencyPredictor(table, calibrated=False)
     if progress:
         print(f"calibrating on {len(specs)} whole networks ...", file=sys.stderr, flush=True)
-    measured, overhead = measure_specs(specs, config, with_overhead=True)
-    calibration = fit_calibration(specs, [predictor.terms(s) for s in specs], [m.median_ms for m in measured],
+    measured, overhead = measure_specs(specs, config.for_networks(), with_overhead=True)
+    calibration = fit_calibration(specs, [predictor.entries(s) for s in specs], [m.median_ms for m in measured],
                                   overhead.median_ms)
     update_meta(directory, calibration=calibration)
     return calibration

@@ -9,7 +9,7 @@ network, on the time base of ``reference_ms`` (see ``standalone_measure``).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -31,6 +31,10 @@ __all__ = ["MeasureConfig", "Measurement", "measure_units", "measure_spec", "mea
 # 5 reference calls framing every burst. Five bursts of 20 calls frame a unit half as often as ten of
 # 10 (the framing and the per-burst warm-up are most of a build's timing), for the same 100 calls.
 TABLE_PROTOCOL = {"passes": 5, "runs": 20, "reference_runs": 5}
+
+# Whole networks (calibration, validation) are timed with this many times the passes of the units:
+# the same statistic, a third of its noise, for seconds of a build.
+NETWORK_PASSES_FACTOR = 3
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class MeasureConfig:
     @classmethod
     def comparable_with(cls, table: str | Path | None, threads: int = 1) -> "MeasureConfig":
         """The settings for measuring networks whose latency is set beside ``table``'s predictions:
-        the table's own (:meth:`for_table`), or the default protocol at ``threads`` without a table.
+        the table's own (:meth:`for_table`, with :meth:`for_networks`' passes), or the default protocol at ``threads`` without a table.
         Refused (:class:`~nas.latency.device.ForeignTableError`) for another device's table: a time
         taken here is no latency of that device."""
         if table is None:
@@ -87,7 +91,7 @@ class MeasureConfig:
         loaded = load_table(table)
         require_this_device(loaded.device, f"latency table {loaded.path}", "measure networks here beside its "
                             "predictions")
-        return cls.for_table(loaded)
+        return cls.for_table(loaded).for_networks()
 
     @property
     def protocol(self) -> Protocol:
@@ -98,6 +102,11 @@ class MeasureConfig:
     @property
     def paired(self) -> bool:
         return self.reference_runs > 0
+
+    def for_networks(self) -> "MeasureConfig":
+        """The same protocol with :data:`NETWORK_PASSES_FACTOR` times the passes: for the few whole
+        networks a table is calibrated and validated on, whose timings every prediction is judged by."""
+        return replace(self, passes=self.passes * NETWORK_PASSES_FACTOR)
 
 
 def unit_runner(key: UnitKey, config: MeasureConfig) -> Runner:

@@ -36,7 +36,8 @@ class LatencyPredictor:
         """The device whose latency this predicts (the table's)."""
         return self.table.device_id
 
-    def _entries(self, spec) -> list[tuple[UnitKey, float]]:
+    def entries(self, spec) -> list[tuple[UnitKey, float]]:
+        """The spec's units and their table latencies (ms)."""
         out = []
         for key in unit_keys(spec):
             if key.id not in self.table:
@@ -44,23 +45,18 @@ class LatencyPredictor:
             out.append((key, self.table.median_ms(key.id)))
         return out
 
-    def terms(self, spec) -> tuple[float, int]:
-        """(sum of the spec's entries in ms, number of units)."""
-        entries = self._entries(spec)
-        return sum(ms for _, ms in entries), len(entries)
-
     def raw_sum(self, spec) -> float:
-        return self.terms(spec)[0]
+        return sum(ms for _, ms in self.entries(spec))
 
     def predict(self, spec) -> float:
         """Predicted end-to-end latency in ms (uncalibrated sum when the table has no calibration)."""
-        return apply_calibration(self.calibration, *self.terms(spec))
+        return apply_calibration(self.calibration, self.entries(spec))
 
     __call__ = predict
 
     def unit_breakdown(self, spec) -> pd.DataFrame:
         """One row per unit: id, kind, median_ms, and its share of the raw sum."""
-        entries = self._entries(spec)
+        entries = self.entries(spec)
         df = pd.DataFrame([{"unit": k.id, "kind": k.kind, "median_ms": ms} for k, ms in entries])
         df["share"] = df["median_ms"] / df["median_ms"].sum()
         return df

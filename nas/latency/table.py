@@ -28,6 +28,7 @@ import pandas as pd
 
 from nas.errors import NasError
 from nas.io import write_text_atomic
+from nas.latency.calibration import CLASSES, MODEL
 from nas.latency.keys import UnitKey, key_from_row
 from nas.latency.standalone_measure import Measurement
 
@@ -145,6 +146,22 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
     if reference and not (isinstance(reference.get("ms"), (int, float)) and math.isfinite(reference["ms"])
                           and reference["ms"] > 0 and isinstance(reference.get("spec"), str)):
         raise TableError(f"{where}: corrupt metadata (reference network or its latency)")
+    _check_calibration(meta.get("calibration"), where)
+
+
+def _check_calibration(calibration: dict[str, Any] | None, where: Path) -> None:
+    """A calibration must be of the model this version applies, with a finite positive weight per class."""
+    if not calibration:
+        return
+    if calibration.get("model") != MODEL:
+        raise TableError(f"{where}: calibration model {str(calibration.get('model'))[:80]!r} is not {MODEL!r} "
+                         f"(an older version's: delete "
+                         f"its \"calibration\" from meta.json and run `nas lut build --out {where.parent}` on its device)")
+    weights = calibration.get("class_weights")
+    if not isinstance(weights, dict) or set(weights) != set(CLASSES) or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+            for w in weights.values()):
+        raise TableError(f"{where}: corrupt metadata (calibration class weights)")
 
 
 def _check_space_record(record: dict[str, Any] | None, where: Path) -> None:

@@ -210,7 +210,7 @@ def _write_table(directory: Path, imported: _Imported, kernels_dir: Path) -> Non
         table = load_table(directory)
         specs = [spec for _, spec in imported.networks]
         predictor = LatencyPredictor(table, calibrated=False)
-        calibration = fit_calibration(specs, [predictor.terms(s) for s in specs],
+        calibration = fit_calibration(specs, [predictor.entries(s) for s in specs],
                                       [results[gid].median_ms for gid, _ in imported.networks],
                                       results[OVERHEAD_ID].median_ms)
         update_meta(directory, calibration=calibration)

@@ -102,7 +102,7 @@ def validate_table(table_path: str | Path, samples: int = 50, seed: int = 0, out
     raw = np.array([LatencyPredictor(table, calibrated=False).predict(s) for s in specs])
     madds = np.array([count_madds(s) for s in specs])
     madds_pred = np.array([madds_prediction(calibration, s) for s in specs])
-    config = replace(MeasureConfig.for_table(table), seed=seed)
+    config = replace(MeasureConfig.for_table(table), seed=seed).for_networks()
     anchors = [ArchSpec.from_string(s) for s in calibration["specs"]]
     if progress:
         print(f"measuring {len(specs)} held-out networks end to end, interleaved with the {len(anchors)} "
