@@ -72,6 +72,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--json", action="store_true")
     imp.set_defaults(func=cmd_import)
 
+    adapt = lut_sub.add_parser("adapt", help="this machine's table from another device's table and a few "
+                               "networks measured here")
+    adapt.add_argument("source", metavar="SOURCE_TABLE", help="a table of another device (same space)")
+    adapt.add_argument("--samples", type=A.integer(2, 500), default=10,
+                       help="whole networks measured here to fit the source's entries (default 10)")
+    adapt.add_argument("--out", required=True, type=A.output_dir, metavar="DIR")
+    adapt.add_argument("--json", action="store_true")
+    adapt.add_argument("--no-progress", action="store_true")
+    adapt.set_defaults(func=cmd_adapt)
+
     val = lut_sub.add_parser("validate", help="predicted vs measured latency on held-out sampled networks")
     val.add_argument("table", metavar="TABLE")
     val.add_argument("--samples", type=A.integer(1, 10**5), default=50)
@@ -144,6 +154,27 @@ def cmd_import(args: argparse.Namespace) -> int:
         print_json({"table": str(directory), "entries": len(table), "calibrated": table.calibration is not None})
     else:
         print(f"table {directory}: {len(table)} entries imported")
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from nas.cli import print_json
+    from nas.latency import load_table
+    from nas.latency.adapt import adapt_table
+
+    start = time.perf_counter()
+    directory = adapt_table(args.source, args.out, samples=args.samples, progress=not args.no_progress)
+    table = load_table(directory)
+    summary = {"table": str(directory), "device": table.device_id, "adapted_from": table.meta["adapted_from"]["device"],
+               "samples": table.meta["adapted_samples"], "entries": len(table),
+               "seconds": round(time.perf_counter() - start, 1),
+               "calibration_fit_max_abs_error": table.calibration["fit_max_abs_error"]}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"table {directory} (device {summary['device']}): {summary['entries']} entries of device "
+              f"{summary['adapted_from']} fitted on {summary['samples']} networks measured here in "
+              f"{summary['seconds']} s; check it with `nas lut validate {directory}`")
     return 0
 
 

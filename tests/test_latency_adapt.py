@@ -1,0 +1,75 @@
+"""`nas lut adapt`: this machine's table from another device's entries and a few networks measured here."""
+
+import json
+
+import pytest
+
+from nas.errors import NasError
+from nas.latency import MeasureConfig, build_table, load_predictor, load_table
+from nas.latency.adapt import adapt_table
+from nas.latency.build import calibration_specs
+from nas.latency.calibration import CLASSES
+from nas.latency.device import TEST_CPU_MODEL, this_device
+from nas.spec import load_space
+from tests.conftest import assert_one_line_error, run_cli
+from tests.latency_helpers import FAST, write_space
+
+
+@pytest.fixture(scope="module")
+def foreign_tiny(tmp_path_factory):
+    """A tiny space and a table of it measured as if on another CPU."""
+    root = tmp_path_factory.mktemp("adapt")
+    space_path = write_space(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(TEST_CPU_MODEL, "Adapt Source CPU 5")
+        source = build_table(root / "source", load_space(space_path), config=MeasureConfig(**FAST), progress=False)
+    return space_path, source
+
+
+def test_adapted_table_belongs_to_this_machine_and_keeps_the_source_entries(foreign_tiny, tmp_path):
+    space_path, source = foreign_tiny
+    src = load_table(source)
+    assert src.device_id != this_device()["id"]
+    out = adapt_table(source, tmp_path / "adapted", samples=3, progress=False)
+    table = load_table(out)
+    assert table.device_id == this_device()["id"]
+    assert table.meta["adapted_from"]["device"] == src.device_id and table.meta["adapted_samples"] == 3
+    assert table.meta["reference"]["ms"] > 0
+    assert (table.entries["median_ms"].sort_index() == src.entries["median_ms"].sort_index()).all()
+    calibration = table.calibration
+    assert calibration["networks"] == [s.hash for s in calibration_specs(load_space(space_path), 3)]
+    assert set(calibration["class_weights"]) == set(CLASSES) and all(w > 0 for w in calibration["class_weights"].values())
+    predictor = load_predictor(out)
+    spec = load_space(space_path).baseline
+    weights = calibration["class_weights"]
+    assert predictor.predict(spec) == pytest.approx(sum(
+        weights[c] * ms for c, ms in zip(CLASSES, _class_sums(predictor, spec))))
+    assert predictor.device_id == this_device()["id"]
+
+
+def _class_sums(predictor, spec):
+    from nas.latency.calibration import class_sums
+
+    return class_sums(predictor.entries(spec))
+
+
+def test_adapting_refuses_bad_requests(foreign_tiny, tmp_path):
+    _, source = foreign_tiny
+    with pytest.raises(NasError, match="--samples"):
+        adapt_table(source, tmp_path / "a", samples=1, progress=False)
+    with pytest.raises(NasError, match="not the source table"):
+        adapt_table(source, source, progress=False)
+    done = adapt_table(source, tmp_path / "b", samples=2, progress=False)
+    with pytest.raises(NasError, match="already holds a table"):
+        adapt_table(source, done, samples=2, progress=False)
+
+
+def test_lut_adapt_cli(foreign_tiny, tmp_path):
+    _, source = foreign_tiny
+    result = run_cli("lut", "adapt", source, "--samples", "2", "--out", tmp_path / "c", "--json", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["device"] == this_device()["id"] and summary["samples"] == 2
+    assert summary["adapted_from"] == load_table(source).device_id
+    assert_one_line_error(run_cli("lut", "adapt", source, "--samples", "1", "--out", tmp_path / "d"), "samples")
+    assert_one_line_error(run_cli("lut", "adapt", tmp_path / "nothing", "--out", tmp_path / "e"), "nothing")
