@@ -8,6 +8,10 @@ architecture, runtime and its version, threads), e.g. ``intel-xeon-2c-ort1.32.0-
 - Adding numbers measured here to a table (new units, validation, re-measured networks) is allowed
   only when the table's device is this machine (:func:`require_this_device`).
 
+While a measurement server is the measuring device (``nas.latency.remote.use_device``, the
+commands' ``--device URL``), "this device" is that server's device: its fingerprint comes from the
+server, and measurements go there.
+
 Under test only (``PYTEST_CURRENT_TEST`` set), ``NAS_TEST_CPU_MODEL`` replaces this machine's CPU
 model, so the whole suite can run as if on a CPU no shipped table was measured on.
 """
@@ -22,6 +26,7 @@ import warnings
 from typing import Iterable
 
 from nas.errors import NasError
+from nas.latency import remote
 from nas.latency.runtimes import runtime_version
 from nas.latency.standalone_measure import device_fingerprint
 
@@ -36,7 +41,13 @@ class ForeignTableError(NasError):
 
 
 def this_device(runtime: str = "onnxruntime", threads: int = 1) -> dict:
-    """Fingerprint of this machine for ``runtime`` with ``threads`` threads (torch version included)."""
+    """Fingerprint of the measuring device for ``runtime`` with ``threads`` threads: this machine
+    (torch version included), or the active measurement server's device (onnxruntime only)."""
+    client = remote.active()
+    if client is not None:
+        if runtime != "onnxruntime":
+            raise NasError(f"a measurement server measures on onnxruntime, not {runtime!r}")
+        return client.fingerprint(threads)
     device = device_fingerprint(runtime, threads, runtime_version(runtime))
     device["torch"] = runtime_version("torch")
     fake = os.environ.get(TEST_CPU_MODEL)
@@ -86,6 +97,8 @@ def require_this_device(table_device: dict, where: str, action: str,
 
 def warn_if_busy(threads: int) -> None:
     """Warn (one line on the CLI) when :func:`busy_warning` finds the cores taken."""
+    if remote.active() is not None:  # this machine's load says nothing about the server's device
+        return
     message = busy_warning(threads)
     if message:
         warnings.warn(message, stacklevel=3)
