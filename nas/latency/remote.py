@@ -12,7 +12,8 @@ its request, so sending it again is safe. A refused request (wrong token, bad mo
 not retried: one line naming the server's reason (a :class:`DeviceError`, a NasError).
 
 The token is read from ``--token-file`` or the file named by ``NAS_DEVICE_TOKEN_FILE``; it is sent
-only as a header and never printed.
+only as a header and never printed. ``NAS_DEVICE_RETRIES`` sets the retries (default 4: waits of 1,
+2, 4 and 8 s).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from nas.errors import NasError
 from nas.latency.standalone_measure import Measurement, Protocol
 
 TOKEN_FILE_ENV = "NAS_DEVICE_TOKEN_FILE"
+RETRIES_ENV = "NAS_DEVICE_RETRIES"  # attempts after the first on a failed connection (default RETRIES)
 API_VERSION = "nas-device-server/1"
-RETRIES = 4               # attempts after the first on a failed connection
+RETRIES = 4
 RETRY_DELAY_S = 1.0       # doubled after each failed attempt
 CONNECT_TIMEOUT_S = 30.0  # a fingerprint
 MEASURE_TIMEOUT_S = 3600.0  # a measurement (a group of graphs, timed on the device)
@@ -67,6 +69,16 @@ def check_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def retries_from_env() -> int:
+    """Retries after a failed connection: ``NAS_DEVICE_RETRIES`` (0 to 20), else :data:`RETRIES`."""
+    text = os.environ.get(RETRIES_ENV, "").strip()
+    if not text:
+        return RETRIES
+    if not text.isascii() or not text.isdigit() or int(text) > 20:
+        raise DeviceError(f"{RETRIES_ENV}={text[:20]!r}: expected a whole number from 0 to 20")
+    return int(text)
+
+
 def read_token_file(path: str | os.PathLike | None) -> str | None:
     """The token of ``path``, else of the file named by ``NAS_DEVICE_TOKEN_FILE``, else None."""
     path = path or os.environ.get(TOKEN_FILE_ENV) or None
@@ -93,11 +105,11 @@ class RemoteGraph:
 class DeviceClient:
     """A measurement server at ``url`` (``token``: sent as a bearer token)."""
 
-    def __init__(self, url: str, token: str | None = None, retries: int = RETRIES,
+    def __init__(self, url: str, token: str | None = None, retries: int | None = None,
                  retry_delay: float = RETRY_DELAY_S) -> None:
         self.url = check_url(url)
         self._token = token
-        self.retries = retries
+        self.retries = retries_from_env() if retries is None else retries
         self.retry_delay = retry_delay
         self._described: dict[int, dict] = {}
 
@@ -172,20 +184,41 @@ class DeviceClient:
     def measure(self, graphs: dict[str, bytes], protocol: Protocol, reference: bytes | None = None,
                 reference_ms: float | None = None) -> dict[str, Measurement]:
         """Time ``graphs`` (name -> ONNX bytes) on the device with ``protocol`` (paired with
-        ``reference`` on the time base ``reference_ms`` when ``protocol.reference_runs`` > 0)."""
-        body = {"protocol": protocol.as_dict(),
-                "graphs": {name: base64.b64encode(data).decode("ascii") for name, data in graphs.items()},
+        ``reference`` on the time base ``reference_ms`` when ``protocol.reference_runs`` > 0). Graphs
+        that do not fit in one request of the server's size limit are sent in several (each timed
+        interleaved within its request)."""
+        encoded = {name: base64.b64encode(data).decode("ascii") for name, data in graphs.items()}
+        base = {"protocol": protocol.as_dict(), "graphs": {},
                 "reference": None if reference is None else base64.b64encode(reference).decode("ascii"),
                 "reference_ms": reference_ms}
-        size = len(json.dumps(body))
         limit = (self.describe(protocol.threads).get("limits") or {}).get("max_body_bytes")
-        if isinstance(limit, int) and size > limit:
-            raise DeviceError(f"device server {self.url}: a request of {size:,} bytes exceeds its limit of "
-                              f"{limit:,} bytes (use a smaller --group, or start the server with a larger --max-bytes)")
-        reply = self._request("POST", "/measure", body, MEASURE_TIMEOUT_S)
-        return self._measurements(reply, graphs)
+        out: dict[str, Measurement] = {}
+        for names in self._batches(encoded, len(json.dumps(base)), limit):
+            body = {**base, "graphs": {name: encoded[name] for name in names}}
+            reply = self._request("POST", "/measure", body, MEASURE_TIMEOUT_S)
+            out.update(self._measurements(reply, body["graphs"]))
+        return out
 
-    def _measurements(self, reply: dict, graphs: dict[str, bytes]) -> dict[str, Measurement]:
+    def _batches(self, encoded: dict[str, str], base_size: int, limit) -> list[list[str]]:
+        """The graphs' names in request-sized batches (one batch when the server gives no limit)."""
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            return [list(encoded)]
+        batches: list[list[str]] = [[]]
+        size = base_size
+        for name, text in encoded.items():
+            item = len(name) + len(text) + 8  # "name": "text",
+            if base_size + item > limit:
+                raise DeviceError(f"device server {self.url}: graph {name!r} ({base_size + item:,} bytes with the "
+                                  f"request) exceeds its limit of {limit:,} bytes (start the server with a larger "
+                                  f"--max-bytes)")
+            if size + item > limit and batches[-1]:
+                batches.append([])
+                size = base_size
+            batches[-1].append(name)
+            size += item
+        return batches
+
+    def _measurements(self, reply: dict, graphs: dict) -> dict[str, Measurement]:
         rows = reply.get("measurements")
         if not isinstance(rows, dict) or set(rows) != set(graphs):
             raise DeviceError(f"device server {self.url}: the reply does not time the graphs sent")
