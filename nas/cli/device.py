@@ -44,3 +44,11 @@ def measuring_device(url: str | None, token_file: str | None = None) -> contextl
     from nas.latency.remote import use_device
 
     return use_device(url, token_file)
+
+
+def split_target(device: str | None) -> tuple[str | None, str | None]:
+    """A --device value as (server URL, target device): a URL measures on that server, whose device
+    is then "this" device; a device id (or None) measures nothing remotely."""
+    from nas.latency.remote import is_device_url
+
+    return (device, "this") if is_device_url(device) else (None, device)

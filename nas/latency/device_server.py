@@ -41,6 +41,7 @@ import hmac
 import json
 import math
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -345,20 +346,35 @@ def serve(config: ServerConfig, ready=None) -> None:
         server.server_close()
 
 
+_HOST = re.compile(r"[A-Za-z0-9.:_-]{1,253}", re.ASCII)  # a host name, IPv4 or IPv6 address
+
+
+def whole_number(minimum: int, maximum: int):
+    """An argparse type: ASCII digits within [minimum, maximum]."""
+
+    def parse(text: str) -> int:
+        text = text.strip()
+        if not text.isascii() or not text.isdigit() or len(text) > 12 or not minimum <= int(text) <= maximum:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {minimum:,} to {maximum:,}, got {text[:40]!r}")
+        return int(text)
+
+    parse.__name__ = "integer"
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0: any free one)")
+    parser.add_argument("--port", type=whole_number(0, 65535), default=DEFAULT_PORT,
+                        help=f"TCP port (default {DEFAULT_PORT}; 0: any free one)")
     parser.add_argument("--token-file", metavar="FILE", help="require 'Authorization: Bearer TOKEN' with the token in FILE")
-    parser.add_argument("--max-bytes", type=int, default=MAX_BODY_BYTES,
+    parser.add_argument("--max-bytes", type=whole_number(1, 1 << 32), default=MAX_BODY_BYTES,
                         help=f"largest request body accepted (default {MAX_BODY_BYTES:,} bytes)")
 
 
 def config_from(args: argparse.Namespace) -> ServerConfig:
     """The server's settings from parsed arguments (ValueError names a bad one)."""
-    if not 0 <= args.port <= 65535:
-        raise ValueError(f"--port {args.port}: expected 0 to 65535")
-    if not 1 <= args.max_bytes <= 1 << 32:
-        raise ValueError(f"--max-bytes {args.max_bytes}: expected 1 to 2^32")
+    if not isinstance(args.host, str) or not _HOST.fullmatch(args.host):
+        raise ValueError(f"--host {str(args.host)[:60]!r}: expected a host name or an IP address")
     token = read_token(args.token_file) if args.token_file else None
     return ServerConfig(host=args.host, port=args.port, token=token, max_body_bytes=args.max_bytes)
 
