@@ -213,6 +213,28 @@ def test_client_errors_are_one_line_with_exit_status_2(server, tmp_path):
     assert request(server.url + "/fingerprint")[0] == 200
 
 
+def test_measurements_in_a_use_device_block_go_to_the_server(server, tmp_path):
+    from nas.errors import NasError
+    from nas.latency import MeasureConfig, measure_specs
+    from nas.latency.device import this_device
+    from nas.latency.remote import active, use_device
+
+    space = load_space(write_space(tmp_path))
+    before = _served(server)
+    with use_device(server.url, server.token_file) as client:
+        assert active() is client and this_device()["cpu_model"] == cpu_model()
+        (m,) = measure_specs([space.baseline], MeasureConfig(warmup=1, runs=25, passes=4, remeasure=0))
+        assert m.median_ms > 0 and m.runs == 100
+        with pytest.raises(NasError, match="onnxruntime"):
+            measure_specs([space.baseline], MeasureConfig(runtime="torch", runs=25, passes=4))
+    assert active() is None
+    assert _served(server) == before + 1  # the one measurement went to the server
+
+
+def _served(server) -> int:
+    return server.log.read_text().count('"POST /measure HTTP/1.1" 200')
+
+
 def _remote_build(space: Path, out: Path, url: str, token_file: Path, group: int = 4, runs: str = "25",
                   **popen) -> list[str]:
     return [sys.executable, "-m", "nas", "lut", "build", "--space", str(space), "--out", str(out), "--runs", runs,
@@ -240,6 +262,14 @@ def test_remote_build_has_the_keys_of_a_local_build_and_validates_through_the_se
     assert validated.returncode == 0, validated.stderr
     summary = json.loads(validated.stdout)
     assert summary["samples"] == 3 and 0 <= summary["within_10"] <= 1
+    # a space's folder of tables: --device URL picks the server's device's table
+    folder = tmp_path / "tables" / "tiny"
+    folder.mkdir(parents=True)
+    (tmp_path / "remote").rename(folder / remote_table.device_id)
+    predicted = run_cli("latency", "predict", folder, load_space(space).baseline.to_string(), "--json", "--device",
+                        server.url, "--token-file", server.token_file)
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout)["device"] == remote_table.device_id
 
 
 @pytest.mark.slow
