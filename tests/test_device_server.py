@@ -325,3 +325,56 @@ def test_the_kernels_folder_script_starts_the_same_server_without_torch_or_nas(t
         assert reply["api"] == "nas-device-server/1"
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def in_process_server():
+    """A server in this process (for its queue and lock; the subprocess servers above prove torch-free)."""
+    import threading
+
+    from nas.latency.device_server import DeviceServer, ServerConfig
+
+    srv = DeviceServer(ServerConfig(port=0), log=lambda message: None)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_one_measurement_at_a_time(in_process_server):
+    import threading
+
+    from nas.latency.device_server import MAX_QUEUED
+
+    srv, replies = in_process_server, []
+    with srv.measuring:  # a measurement in progress
+        client = threading.Thread(target=lambda: replies.append(
+            request(srv.url + "/measure", "POST", measure_body({"a": onnx_model()}), token=None)))
+        client.start()
+        deadline = time.monotonic() + 60
+        while srv.queue._value == MAX_QUEUED and time.monotonic() < deadline:  # until the request is queued
+            time.sleep(0.01)
+        assert srv.queue._value == MAX_QUEUED - 1
+        assert client.is_alive() and not replies  # it waits for the lock
+    client.join(60)
+    assert replies and replies[0][0] == 200
+
+
+def test_a_full_queue_is_503_and_the_client_says_busy(in_process_server):
+    from nas.latency.device_server import MAX_QUEUED
+    from nas.latency.remote import DeviceClient, DeviceError
+
+    srv = in_process_server
+    for _ in range(MAX_QUEUED):
+        srv.queue.acquire()
+    try:
+        status, reply = request(srv.url + "/measure", "POST", measure_body({"a": onnx_model()}), token=None)
+        assert status == 503 and "busy" in reply["error"]
+        with pytest.raises(DeviceError, match="HTTP 503: busy"):
+            DeviceClient(srv.url, retries=1, retry_delay=0.01).measure({"a": onnx_model()}, FAST)
+    finally:
+        for _ in range(MAX_QUEUED):
+            srv.queue.release()
+    assert DeviceClient(srv.url, retries=0).measure({"a": onnx_model()}, FAST)["a"].runs == 100

@@ -21,15 +21,16 @@ REST (JSON bodies, ``Content-Type: application/json``; with a token, every reque
 
 Errors are ``{"error": "one line"}`` with an HTTP status: 400 (not JSON, a bad field, a graph that
 is not a valid ONNX model of the standard operator sets or does not run), 401 (missing or wrong
-token), 404, 411 (no Content-Length), 413 (body over the limit). The server keeps serving after
-any of them.
+token), 404, 411 (no Content-Length), 413 (body over the limit), 503 (more than ``MAX_QUEUED``
+measurement requests at once; the client retries). The server keeps serving after any of them.
 
 Safety: binds to 127.0.0.1 unless told otherwise; the token is compared in constant time and never
 echoed; bodies over ``max_body_bytes`` are refused before they are parsed; models are checked with
 ``onnx.checker`` when onnx is installed (else an onnxruntime session that cannot be created is the
 refusal); operator domains other than the standard ones (custom ops) and tensors stored outside the
 model (external data) are refused; no custom-op library is ever registered; requests are measured
-one at a time (a lock), so two clients never time at once.
+one at a time (a lock), so two clients never time at once, and at most ``MAX_QUEUED`` request
+bodies are held at once.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_BODY_BYTES = 64 << 20
 MAX_GRAPHS = 256
+MAX_QUEUED = 4  # measurement requests held at once (one timed, the others waiting): more get 503
 MAX_TIMED_CALLS = 20_000   # runs x passes per graph and round
 MAX_WARMUP = 1_000
 MAX_REFERENCE_RUNS = 1_000
@@ -206,6 +208,7 @@ class DeviceServer(ThreadingHTTPServer):
     def __init__(self, config: ServerConfig, log=None) -> None:
         self.config = config
         self.measuring = threading.Lock()  # one measurement at a time
+        self.queue = threading.BoundedSemaphore(MAX_QUEUED)  # bodies held in memory at once
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         super().__init__((config.host, config.port), Handler)
 
@@ -262,13 +265,20 @@ class Handler(BaseHTTPRequestHandler):
         if url.path != "/measure":
             self._drain_body()
             raise RequestError(404, f"no such endpoint: POST {url.path[:80]} (GET /fingerprint, POST /measure)")
-        raw = self._read_body()
+        if not self.server.queue.acquire(blocking=False):
+            self._drain_body()
+            raise RequestError(503, f"busy: {MAX_QUEUED} measurement requests are already queued; retry later")
         try:
-            body = json.loads(raw, parse_constant=_refuse_constant)
-        except (ValueError, RecursionError):
-            raise RequestError(400, "the body is not a JSON object") from None
-        with self.server.measuring:
-            measurements = measure_request(body)
+            raw = self._read_body()
+            try:
+                body = json.loads(raw, parse_constant=_refuse_constant)
+            except (ValueError, RecursionError):
+                raise RequestError(400, "the body is not a JSON object") from None
+            del raw
+            with self.server.measuring:
+                measurements = measure_request(body)
+        finally:
+            self.server.queue.release()
         threads = body["protocol"].get("threads", 1)
         return 200, {"api": API_VERSION, "fingerprint": device_fingerprint("onnxruntime", threads),
                      "measurements": {name: {"median_ms": m.median_ms, "iqr_ms": m.iqr_ms, "runs": m.runs}

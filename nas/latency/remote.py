@@ -7,9 +7,10 @@ reference, ONNX files: the same ``timed`` path, with :class:`RemoteGraph` runner
 ``nas.latency.device.this_device`` is the server's fingerprint, so a table built or validated that
 way is the server's device's table.
 
-A connection that fails (refused, reset, timed out) is retried; a measurement is a pure function of
-its request, so sending it again is safe. A refused request (wrong token, bad model, too large) is
-not retried: one line naming the server's reason (a :class:`DeviceError`, a NasError).
+A connection that fails (refused, reset, timed out) or a server busy with other clients (503) is
+retried; a measurement is a pure function of its request, so sending it again is safe. A refused
+request (wrong token, bad model, too large) is not retried: one line naming the server's reason (a
+:class:`DeviceError`, a NasError).
 
 The token is read from ``--token-file`` or the file named by ``NAS_DEVICE_TOKEN_FILE``; it is sent
 only as a header and never printed. ``NAS_DEVICE_RETRIES`` sets the retries (default 4: waits of 1,
@@ -41,6 +42,7 @@ RETRIES = 4
 RETRY_DELAY_S = 1.0       # doubled after each failed attempt
 CONNECT_TIMEOUT_S = 30.0  # a fingerprint
 MEASURE_TIMEOUT_S = 3600.0  # a measurement (a group of graphs, timed on the device)
+BUSY = 503  # the server's queue is full: retried like a failed connection
 
 
 class DeviceError(NasError):
@@ -132,7 +134,11 @@ class DeviceClient:
                 with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (checked scheme)
                     return self._json(response.read(), response.status)
             except urllib.error.HTTPError as exc:
-                raise DeviceError(f"device server {self.url}: {self._refusal(exc)}") from None
+                if exc.code != BUSY or attempt >= self.retries:
+                    raise DeviceError(f"device server {self.url}: {self._refusal(exc)}") from None
+                attempt += 1  # busy with other clients' requests: wait and send it again
+                time.sleep(delay)
+                delay *= 2
             except (urllib.error.URLError, ConnectionError, http.client.HTTPException, socket.timeout,
                     TimeoutError, OSError) as exc:
                 attempt += 1
