@@ -5,6 +5,7 @@ nas); requests go to it over localhost.
 """
 
 import base64
+import contextlib
 import http.client
 import json
 import re
@@ -72,6 +73,9 @@ class Server:
                 raise AssertionError(f"the server exited: {self.log.read_text()}")
             time.sleep(0.02)
         raise AssertionError("the server did not start listening")
+
+    def close(self) -> None:
+        self.stop()
 
     def stop(self) -> None:
         self.proc.kill()
@@ -144,6 +148,32 @@ def test_paired_request_needs_its_reference(server):
                         reference_ms=0.5)
     status, reply = request(server.url + "/measure", "POST", body)
     assert status == 200 and reply["measurements"]["a"]["median_ms"] > 0
+
+
+def test_a_reference_sent_once_is_then_named_by_its_hash(server):
+    import hashlib
+
+    paired = Protocol(warmup=1, runs=25, passes=4, remeasure=0, reference_runs=2)
+    reference = onnx_model("Neg")
+    by_hash = measure_body({"a": onnx_model()}, paired, reference_sha256=hashlib.sha256(reference).hexdigest(),
+                           reference_ms=0.5)
+    status, reply = request(server.url + "/measure", "POST", by_hash)
+    assert status == 409 and "send the reference" in reply["error"]
+    sent = measure_body({"a": onnx_model()}, paired, reference=base64.b64encode(reference).decode(), reference_ms=0.5)
+    assert request(server.url + "/measure", "POST", sent)[0] == 200
+    assert request(server.url + "/measure", "POST", by_hash)[0] == 200
+
+
+def test_the_client_sends_the_reference_again_when_the_server_lost_it(server):
+    from nas.latency.remote import DeviceClient, read_token_file
+
+    paired = Protocol(warmup=1, runs=25, passes=4, remeasure=0, reference_runs=2)
+    client = DeviceClient(server.url, read_token_file(server.token_file))
+    client._sent_references.add(__import__("hashlib").sha256(onnx_model("Sigmoid")).hexdigest())  # a restarted server
+    before = server.log.read_text().count('"POST /measure HTTP/1.1" 409')
+    result = client.measure({"a": onnx_model()}, paired, onnx_model("Sigmoid"), 0.5)
+    assert result["a"].runs == 100
+    assert server.log.read_text().count('"POST /measure HTTP/1.1" 409') == before + 1
 
 
 @pytest.mark.parametrize("token", [None, "bad-guess-17", TOKEN + "x", ""])
@@ -378,3 +408,24 @@ def test_a_full_queue_is_503_and_the_client_says_busy(in_process_server):
         for _ in range(MAX_QUEUED):
             srv.queue.release()
     assert DeviceClient(srv.url, retries=0).measure({"a": onnx_model()}, FAST)["a"].runs == 100
+
+
+@pytest.mark.slow
+def test_missing_widths_of_a_table_are_measured_on_the_server(fashion_tables, tmp_path):
+    """What NetAdapt and `nas run --device URL` do: units a table lacks go to the server."""
+    from nas.latency import ensure_entries, load_predictor
+    from nas.latency.catalog import find_table
+    from nas.latency.keys import narrower_specs, unit_keys
+    from nas.latency.remote import use_device
+
+    server = Server(tmp_path / "server.log")  # the default size limit: the reference network is a few MB
+    with contextlib.closing(server), use_device(server.url):
+        table = find_table(fashion_tables)  # "this" device: the server's (the same machine here)
+        assert table is not None
+        base = load_predictor(table)
+        space_spec = load_space(ROOT / "search_spaces" / "fashion_mnist.yaml").baseline
+        narrow = next(s for s in narrower_specs(space_spec) if any(k.id not in base.table for k in unit_keys(s)))
+        before = _served(server)
+        added = ensure_entries(table, [narrow], progress=False, overlay=tmp_path / "overlay")
+    assert added >= 1 and _served(server) > before
+    assert load_predictor(table, overlay=tmp_path / "overlay").predict(narrow) > 0

@@ -15,13 +15,15 @@ REST (JSON bodies, ``Content-Type: application/json``; with a token, every reque
     ISA flags, OS, versions, runtime, threads); the host derives the device id from it.
 ``POST /measure``
     request ``{"graphs": {"NAME": "<base64 ONNX>", ...}, "protocol": {Protocol fields},
-    "reference": "<base64 ONNX>" | null, "reference_ms": float | null}`` (``reference`` and
-    ``reference_ms`` are required by the paired protocol, ``protocol.reference_runs`` > 0);
+    "reference": "<base64 ONNX>" | null, "reference_sha256": "<hex>" | null, "reference_ms": float | null}``
+    (the paired protocol, ``protocol.reference_runs`` > 0, needs ``reference_ms`` and the reference
+    graph: its bytes, or the SHA-256 of a reference the server has been sent before, which it keeps
+    (the last ``CACHED_REFERENCES``) so that a build sends its reference once; an unknown hash is 409);
     reply ``{"api": ..., "measurements": {"NAME": {"median_ms", "iqr_ms", "runs"}}, "fingerprint": {...}}``.
 
 Errors are ``{"error": "one line"}`` with an HTTP status: 400 (not JSON, a bad field, a graph that
 is not a valid ONNX model of the standard operator sets or does not run), 401 (missing or wrong
-token), 404, 411 (no Content-Length), 413 (body over the limit), 503 (more than ``MAX_QUEUED``
+token), 404, 409 (an unknown reference_sha256), 411 (no Content-Length), 413 (body over the limit), 503 (more than ``MAX_QUEUED``
 measurement requests at once; the client retries). The server keeps serving after any of them.
 
 Safety: binds to 127.0.0.1 unless told otherwise; the token is compared in constant time and never
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import math
@@ -45,6 +48,7 @@ import os
 import re
 import sys
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -62,6 +66,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_BODY_BYTES = 64 << 20
 MAX_GRAPHS = 256
+CACHED_REFERENCES = 4  # reference graphs kept by hash (a build sends its reference once)
 MAX_QUEUED = 4  # measurement requests held at once (one timed, the others waiting): more get 503
 MAX_TIMED_CALLS = 20_000   # runs x passes per graph and round
 MAX_WARMUP = 1_000
@@ -176,11 +181,12 @@ def _positive_ms(value) -> float:
     return float(value)
 
 
-def measure_request(body) -> dict[str, Measurement]:
-    """Check a ``POST /measure`` body and time its graphs (the caller holds the measuring lock)."""
+def measure_request(body, references: "OrderedDict[str, bytes] | None" = None) -> dict[str, Measurement]:
+    """Check a ``POST /measure`` body and time its graphs (the caller holds the measuring lock);
+    ``references`` (hash -> ONNX bytes) keeps the reference graphs sent, for requests naming them by hash."""
     if not isinstance(body, dict):
         raise RequestError(400, "expected a JSON object")
-    unknown = sorted(set(body) - {"graphs", "protocol", "reference", "reference_ms"})
+    unknown = sorted(set(body) - {"graphs", "protocol", "reference", "reference_sha256", "reference_ms"})
     if unknown:
         raise RequestError(400, f"unknown field {str(unknown[0])[:40]!r}")
     protocol = check_request_protocol(body.get("protocol"))
@@ -192,12 +198,37 @@ def measure_request(body) -> dict[str, Measurement]:
             raise RequestError(400, f"graph name {name[:60]!r} is not 1 to 200 of [a-z0-9_:.]")
     reference, reference_ms = None, None
     if protocol.reference_runs:
-        if body.get("reference") is None or body.get("reference_ms") is None:
+        if body.get("reference_ms") is None:
             raise RequestError(400, "the paired protocol (reference_runs > 0) needs reference and reference_ms")
         reference_ms = _positive_ms(body["reference_ms"])
-        reference = load_runner(decode_graph(body["reference"], "reference"), "reference", protocol)
+        data = reference_graph(body, references)
+        reference = load_runner(data, "reference", protocol)
+        if references is not None and body.get("reference") is not None:
+            keep_reference(references, data)
     runners = {name: load_runner(decode_graph(text, name), name, protocol) for name, text in graphs.items()}
     return time_interleaved(runners, protocol, reference, reference_ms)
+
+
+def reference_graph(body: dict, references: "OrderedDict[str, bytes] | None") -> bytes:
+    """The request's reference graph: sent, or named by the hash of one kept."""
+    if body.get("reference") is not None:
+        return decode_graph(body["reference"], "reference")
+    digest = body.get("reference_sha256")
+    if digest is None:
+        raise RequestError(400, "the paired protocol (reference_runs > 0) needs reference and reference_ms")
+    if not isinstance(digest, str) or references is None or digest not in references:
+        raise RequestError(409, "reference_sha256: no such reference here; send the reference itself")
+    references.move_to_end(digest)
+    return references[digest]
+
+
+def keep_reference(references: "OrderedDict[str, bytes]", data: bytes) -> None:
+    """Keep a checked reference graph by its SHA-256 (the last :data:`CACHED_REFERENCES`)."""
+    digest = hashlib.sha256(data).hexdigest()
+    references[digest] = data
+    references.move_to_end(digest)
+    while len(references) > CACHED_REFERENCES:
+        references.popitem(last=False)
 
 
 # --- HTTP -------------------------------------------------------------------------------------------------
@@ -209,6 +240,7 @@ class DeviceServer(ThreadingHTTPServer):
         self.config = config
         self.measuring = threading.Lock()  # one measurement at a time
         self.queue = threading.BoundedSemaphore(MAX_QUEUED)  # bodies held in memory at once
+        self.references: OrderedDict[str, bytes] = OrderedDict()  # kept reference graphs (under `measuring`)
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         super().__init__((config.host, config.port), Handler)
 
@@ -276,7 +308,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise RequestError(400, "the body is not a JSON object") from None
             del raw
             with self.server.measuring:
-                measurements = measure_request(body)
+                measurements = measure_request(body, self.server.references)
         finally:
             self.server.queue.release()
         threads = body["protocol"].get("threads", 1)

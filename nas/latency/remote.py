@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -43,10 +44,15 @@ RETRY_DELAY_S = 1.0       # doubled after each failed attempt
 CONNECT_TIMEOUT_S = 30.0  # a fingerprint
 MEASURE_TIMEOUT_S = 3600.0  # a measurement (a group of graphs, timed on the device)
 BUSY = 503  # the server's queue is full: retried like a failed connection
+UNKNOWN_REFERENCE = 409  # the server no longer keeps the reference named by its hash: send it again
 
 
 class DeviceError(NasError):
-    """The measurement server refused a request or could not be reached."""
+    """The measurement server refused a request (``status``: its HTTP status) or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def is_device_url(value: object) -> bool:
@@ -114,6 +120,7 @@ class DeviceClient:
         self.retries = retries_from_env() if retries is None else retries
         self.retry_delay = retry_delay
         self._described: dict[int, dict] = {}
+        self._sent_references: set[str] = set()  # hashes of the reference graphs the server has accepted
 
     def __repr__(self) -> str:  # never the token
         return f"DeviceClient({self.url!r})"
@@ -135,7 +142,7 @@ class DeviceClient:
                     return self._json(response.read(), response.status)
             except urllib.error.HTTPError as exc:
                 if exc.code != BUSY or attempt >= self.retries:
-                    raise DeviceError(f"device server {self.url}: {self._refusal(exc)}") from None
+                    raise DeviceError(f"device server {self.url}: {self._refusal(exc)}", exc.code) from None
                 attempt += 1  # busy with other clients' requests: wait and send it again
                 time.sleep(delay)
                 delay *= 2
@@ -192,18 +199,32 @@ class DeviceClient:
         """Time ``graphs`` (name -> ONNX bytes) on the device with ``protocol`` (paired with
         ``reference`` on the time base ``reference_ms`` when ``protocol.reference_runs`` > 0). Graphs
         that do not fit in one request of the server's size limit are sent in several (each timed
-        interleaved within its request)."""
+        interleaved within its request). The reference is sent once, then named by its hash."""
         encoded = {name: base64.b64encode(data).decode("ascii") for name, data in graphs.items()}
-        base = {"protocol": protocol.as_dict(), "graphs": {},
-                "reference": None if reference is None else base64.b64encode(reference).decode("ascii"),
-                "reference_ms": reference_ms}
+        digest = None if reference is None else hashlib.sha256(reference).hexdigest()
+        full = {"protocol": protocol.as_dict(), "graphs": {}, "reference_ms": reference_ms,
+                "reference": None if reference is None else base64.b64encode(reference).decode("ascii")}
         limit = (self.describe(protocol.threads).get("limits") or {}).get("max_body_bytes")
         out: dict[str, Measurement] = {}
-        for names in self._batches(encoded, len(json.dumps(base)), limit):
-            body = {**base, "graphs": {name: encoded[name] for name in names}}
-            reply = self._request("POST", "/measure", body, MEASURE_TIMEOUT_S)
-            out.update(self._measurements(reply, body["graphs"]))
+        for names in self._batches(encoded, len(json.dumps(full)), limit):
+            batch = {name: encoded[name] for name in names}
+            out.update(self._measure_batch({**full, "graphs": batch}, digest))
         return out
+
+    def _measure_batch(self, body: dict, digest: str | None) -> dict[str, Measurement]:
+        if digest is not None and digest in self._sent_references:
+            try:
+                reply = self._request("POST", "/measure", {**body, "reference": None, "reference_sha256": digest},
+                                      MEASURE_TIMEOUT_S)
+                return self._measurements(reply, body["graphs"])
+            except DeviceError as exc:
+                if exc.status != UNKNOWN_REFERENCE:
+                    raise
+                self._sent_references.discard(digest)
+        reply = self._request("POST", "/measure", body, MEASURE_TIMEOUT_S)
+        if digest is not None:
+            self._sent_references.add(digest)
+        return self._measurements(reply, body["graphs"])
 
     def _batches(self, encoded: dict[str, str], base_size: int, limit) -> list[list[str]]:
         """The graphs' names in request-sized batches (one batch when the server gives no limit)."""
