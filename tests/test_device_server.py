@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from nas.latency.device import device_id
 from nas.latency.keys import space_unit_keys
 from nas.latency.standalone_measure import Protocol, cpu_model
 from nas.latency.table import ENTRIES, load_table
@@ -128,6 +129,7 @@ def test_fingerprint_of_a_server_without_torch(server):
     fingerprint = reply["fingerprint"]
     assert fingerprint["cpu_model"] == cpu_model() and fingerprint["threads"] == 1
     assert fingerprint["runtime"] == "onnxruntime" and "torch" not in fingerprint
+    assert fingerprint["id"] == device_id(fingerprint)
     assert reply["limits"]["max_body_bytes"] == MAX_BYTES
 
 
@@ -411,17 +413,19 @@ def test_a_full_queue_is_503_and_the_client_says_busy(in_process_server):
 
 
 @pytest.mark.slow
-def test_missing_widths_of_a_table_are_measured_on_the_server(fashion_tables, tmp_path):
+def test_missing_widths_of_a_table_are_measured_on_the_server(tmp_path):
     """What NetAdapt and `nas run --device URL` do: units a table lacks go to the server."""
     from nas.latency import ensure_entries, load_predictor
     from nas.latency.catalog import find_table
     from nas.latency.keys import narrower_specs, unit_keys
     from nas.latency.remote import use_device
+    from tests.latency_helpers import SHIPPED_FASHION, as_this_machines_table
 
     server = Server(tmp_path / "server.log")  # the default size limit: the reference network is a few MB
     with contextlib.closing(server), use_device(server.url):
-        table = find_table(fashion_tables)  # "this" device: the server's (the same machine here)
-        assert table is not None
+        copy = as_this_machines_table(SHIPPED_FASHION, tmp_path / "tables")  # a table of the server's device
+        table = find_table(tmp_path / "tables")  # "this" device is the server's within the block
+        assert table == copy
         base = load_predictor(table)
         space_spec = load_space(ROOT / "search_spaces" / "fashion_mnist.yaml").baseline
         narrow = next(s for s in narrower_specs(space_spec) if any(k.id not in base.table for k in unit_keys(s)))

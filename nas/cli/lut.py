@@ -137,7 +137,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     manifest = export_for_device(args.out, space, specs, narrower=args.narrower, config=_protocol_config(args),
                                  progress=not args.no_progress)
     print(f"wrote {manifest}; copy {manifest.parent} to the device and run: "
-          f"python standalone_measure.py {manifest.parent.name}")
+          f"python standalone_measure.py {manifest.parent.name} (or serve measurements to `--device URL` commands: "
+          f"python standalone_measure.py serve)")
     return 0
 
 

@@ -18,20 +18,18 @@ model, so the whole suite can run as if on a CPU no shipped table was measured o
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 import warnings
 from typing import Iterable
 
 from nas.errors import NasError
 from nas.latency import remote
 from nas.latency.runtimes import runtime_version
-from nas.latency.standalone_measure import device_fingerprint
+from nas.latency.standalone_measure import IDENTITY, device_fingerprint, device_id
 
-# The fingerprint fields a table's numbers depend on: equal fields, same device.
-IDENTITY = ("cpu_model", "cores", "isa_flags", "machine", "runtime", "runtime_version", "threads")
+__all__ = ["IDENTITY", "THIS", "ForeignTableError", "device_id", "this_device", "is_this_device",
+           "require_this_device", "warn_if_busy", "busy_warning"]
+
 TEST_CPU_MODEL = "NAS_TEST_CPU_MODEL"
 THIS = "this"  # the target name of the machine running the code
 
@@ -55,21 +53,6 @@ def this_device(runtime: str = "onnxruntime", threads: int = 1) -> dict:
         device["cpu_model"] = fake
     device["id"] = device_id(device)
     return device
-
-
-def _slug(text: str) -> str:
-    words = re.sub(r"\((r|tm)\)|\bprocessor\b|\bcpu\b|\d+-core", " ", text.lower())
-    return "-".join(re.findall(r"[a-z0-9.]+", words))[:40].strip("-.") or "cpu"
-
-
-def device_id(device: dict) -> str:
-    """``<cpu>-<cores>c-<runtime><version>-t<threads>-<hash8>``; the hash covers :data:`IDENTITY`."""
-    identity = {k: device.get(k) for k in IDENTITY}
-    identity["isa_flags"] = sorted(identity["isa_flags"] or [])
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    runtime = {"onnxruntime": "ort", "torch": "torch"}.get(str(device.get("runtime")), "rt")
-    return (f"{_slug(str(device.get('cpu_model', 'cpu')))}-{device.get('cores')}c-"
-            f"{runtime}{device.get('runtime_version')}-t{device.get('threads')}-{digest}")
 
 
 def is_this_device(device: dict) -> bool:

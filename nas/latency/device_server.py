@@ -12,7 +12,8 @@ REST (JSON bodies, ``Content-Type: application/json``; with a token, every reque
 ``GET /fingerprint?threads=N``
     ``{"api": "nas-device-server/1", "fingerprint": {...}, "limits": {"max_body_bytes": ..., ...}}``;
     the fingerprint has the fields of ``standalone_measure.device_fingerprint`` (CPU model, cores,
-    ISA flags, OS, versions, runtime, threads); the host derives the device id from it.
+    ISA flags, OS, versions, runtime, threads) and the device id (``device_id``: the host
+    computes it again from the fields).
 ``POST /measure``
     request ``{"graphs": {"NAME": "<base64 ONNX>", ...}, "protocol": {Protocol fields},
     "reference": "<base64 ONNX>" | null, "reference_sha256": "<hex>" | null, "reference_ms": float | null}``
@@ -56,10 +57,10 @@ from urllib.parse import parse_qs, urlsplit
 
 if __package__:
     from .standalone_measure import (_GRAPH_ID, ManifestError, Measurement, Protocol, check_protocol,
-                                     device_fingerprint, ort_runner, ort_session, time_interleaved)
+                                     device_fingerprint, device_id, ort_runner, ort_session, time_interleaved)
 else:  # the copy in a kernels folder, imported by standalone_measure.py beside it
     from standalone_measure import (_GRAPH_ID, ManifestError, Measurement, Protocol, check_protocol,  # type: ignore
-                                    device_fingerprint, ort_runner, ort_session, time_interleaved)
+                                    device_fingerprint, device_id, ort_runner, ort_session, time_interleaved)
 
 API_VERSION = "nas-device-server/1"
 DEFAULT_HOST = "127.0.0.1"
@@ -289,7 +290,7 @@ class Handler(BaseHTTPRequestHandler):
         return 200, self._describe(int(threads))
 
     def _describe(self, threads: int) -> dict:
-        return {"api": API_VERSION, "fingerprint": device_fingerprint("onnxruntime", threads),
+        return {"api": API_VERSION, "fingerprint": fingerprint(threads),
                 "limits": {"max_body_bytes": self.server.config.max_body_bytes, "max_graphs": MAX_GRAPHS,
                            "max_timed_calls": MAX_TIMED_CALLS, "cores": os.cpu_count()}}
 
@@ -312,7 +313,7 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.server.queue.release()
         threads = body["protocol"].get("threads", 1)
-        return 200, {"api": API_VERSION, "fingerprint": device_fingerprint("onnxruntime", threads),
+        return 200, {"api": API_VERSION, "fingerprint": fingerprint(threads),
                      "measurements": {name: {"median_ms": m.median_ms, "iqr_ms": m.iqr_ms, "runs": m.runs}
                                       for name, m in measurements.items()}}
 
@@ -363,6 +364,12 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client went away; keep serving the others
             self.close_connection = True
+
+
+def fingerprint(threads: int) -> dict:
+    """This device's fingerprint on onnxruntime with ``threads`` threads, with its device id."""
+    device = device_fingerprint("onnxruntime", threads)
+    return {**device, "id": device_id(device)}
 
 
 def _refuse_constant(name: str):

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -248,6 +249,25 @@ def isa_flags() -> list[str]:
     except OSError:
         pass
     return []
+
+
+# The fingerprint fields a table's numbers depend on: equal fields, same device.
+IDENTITY = ("cpu_model", "cores", "isa_flags", "machine", "runtime", "runtime_version", "threads")
+
+
+def _slug(text: str) -> str:
+    words = re.sub(r"\((r|tm)\)|\bprocessor\b|\bcpu\b|\d+-core", " ", text.lower())
+    return "-".join(re.findall(r"[a-z0-9.]+", words))[:40].strip("-.") or "cpu"
+
+
+def device_id(device: dict) -> str:
+    """``<cpu>-<cores>c-<runtime><version>-t<threads>-<hash8>``; the hash covers :data:`IDENTITY`."""
+    identity = {k: device.get(k) for k in IDENTITY}
+    identity["isa_flags"] = sorted(identity["isa_flags"] or [])
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    runtime = {"onnxruntime": "ort", "torch": "torch"}.get(str(device.get("runtime")), "rt")
+    return (f"{_slug(str(device.get('cpu_model', 'cpu')))}-{device.get('cores')}c-"
+            f"{runtime}{device.get('runtime_version')}-t{device.get('threads')}-{digest}")
 
 
 def device_fingerprint(runtime: str, threads: int, runtime_version: str | None = None) -> dict:
