@@ -107,12 +107,13 @@ def request(url: str, method: str = "GET", body: bytes | None = None, token: str
         return exc.code, json.loads(exc.read())
 
 
-def onnx_model(op: str = "Relu", domain: str = "") -> bytes:
+def onnx_model(op: str = "Relu", domain: str = "", inputs: int = 1, shape: tuple = (1, 8)) -> bytes:
     from onnx import TensorProto, helper
 
-    node = helper.make_node(op, ["x"], ["y"], domain=domain)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    names = ["x", "z"][:inputs]
+    node = helper.make_node(op, names, ["y"], domain=domain)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in names],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
     return helper.make_model(graph, opset_imports=opsets, ir_version=10).SerializeToString()
 
@@ -196,8 +197,10 @@ def test_missing_or_wrong_token_is_refused_and_not_echoed(server, token):
     (measure_body({}), "graphs"),
     (json.dumps({"protocol": FAST.as_dict(), "graphs": {"a": "%%%"}}).encode(), "base64"),
     (measure_body({"a": onnx_model()}, Protocol(threads=4096)), "cores"),
+    (measure_body({"a": onnx_model("Add", inputs=2)}), "expected one input"),
+    (measure_body({"a": onnx_model(shape=(1, 1 << 14, 1 << 14))}), "over the limit"),
 ], ids=["text", "list", "not-onnx", "custom-op", "too-few-calls", "bad-name", "no-graphs", "bad-base64",
-        "threads"])
+        "threads", "two-inputs", "huge-input"])
 def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(server, body, fragment):
     status, reply = request(server.url + "/measure", "POST", body)
     assert status == 400 and fragment in reply["error"], reply

@@ -67,6 +67,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_BODY_BYTES = 64 << 20
 MAX_GRAPHS = 256
+MAX_INPUT_ELEMENTS = 1 << 26  # values of a graph's (one, batch-1) input
 CACHED_REFERENCES = 4  # reference graphs kept by hash (a build sends its reference once)
 MAX_QUEUED = 4  # measurement requests held at once (one timed, the others waiting): more get 503
 MAX_TIMED_CALLS = 20_000   # runs x passes per graph and round
@@ -165,9 +166,17 @@ def load_runner(data: bytes, name: str, protocol: Protocol):
     """A runner of the graph (the protocol's session options), tried once; 400 when it does not load or run."""
     check_model(data, name)
     try:
-        runner = ort_runner(ort_session(data, protocol.threads), protocol.seed)
+        session = ort_session(data, protocol.threads)
     except Exception as exc:  # onnxruntime's own exception types
         raise RequestError(400, f"graph {name!r}: not a loadable ONNX model ({_first_line(exc)})") from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise RequestError(400, f"graph {name!r}: expected one input, got {len(inputs)}")
+    elements = math.prod(d if isinstance(d, int) and d > 0 else 1 for d in inputs[0].shape)
+    if elements > MAX_INPUT_ELEMENTS:
+        raise RequestError(400, f"graph {name!r}: an input of {elements:,} values is over the limit of "
+                                f"{MAX_INPUT_ELEMENTS:,}")
+    runner = ort_runner(session, protocol.seed)
     try:
         runner()
     except Exception as exc:
