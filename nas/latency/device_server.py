@@ -67,6 +67,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_BODY_BYTES = 64 << 20
 MAX_GRAPHS = 256
+SOCKET_TIMEOUT_S = 120.0
 MAX_INPUT_ELEMENTS = 1 << 26  # values of a graph's (one, batch-1) input
 CACHED_REFERENCES = 4  # reference graphs kept by hash (a build sends its reference once)
 MAX_QUEUED = 4  # measurement requests held at once (one timed, the others waiting): more get 503
@@ -259,6 +260,7 @@ class Handler(BaseHTTPRequestHandler):
     server: DeviceServer
     server_version = "nas-device-server"
     sys_version = ""
+    timeout = SOCKET_TIMEOUT_S  # a client that stops sending is dropped, not waited for
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
         self.server.log(f"{self.address_string()} {format % args}")
@@ -275,7 +277,11 @@ class Handler(BaseHTTPRequestHandler):
             status, reply = action(urlsplit(self.path))
         except RequestError as exc:
             status, reply = exc.status, {"error": exc.message}
+        except TimeoutError:  # the client stopped sending its body
+            self.close_connection = True
+            return
         except Exception as exc:  # a bug of the server: still one JSON line, and keep serving
+            self.server.log(f"internal error: {type(exc).__name__}: {_first_line(exc)}")
             status, reply = 500, {"error": f"internal error ({type(exc).__name__})"}
         self._reply(status, reply)
 
