@@ -258,18 +258,23 @@ def measure_spec(spec: ArchSpec, config: MeasureConfig | None = None) -> Measure
     return measure_specs([spec], config or MeasureConfig())[0]
 
 
-def measure_onnx(path: str | Path, config: MeasureConfig | None = None) -> Measurement:
-    """An exported ONNX model (batch-1 input; dynamic dims are set to 1) on onnxruntime."""
-    config = config or MeasureConfig()
+def onnx_file_runner(path: str | Path, config: MeasureConfig) -> Runner:
+    """A runner of an exported ONNX file (batch-1 input; dynamic dims are set to 1) on onnxruntime,
+    here or on the active measurement server (which checks the model itself)."""
     if config.runtime != "onnxruntime":
         raise NasError(f"an ONNX file is measured on onnxruntime, not {config.runtime!r}")
     path = Path(path)
     if not path.is_file():
         raise NasError(f"file not found: {path}")
-    if _remote_runtime(config):  # the server checks the model
-        return timed({"model": remote.RemoteGraph(path.read_bytes())}, config)["model"]
+    if _remote_runtime(config):
+        return remote.RemoteGraph(path.read_bytes())
     try:
-        runner = onnx_runner(path, config.threads, config.seed)
+        return onnx_runner(path, config.threads, config.seed)
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
         raise NasError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-    return timed({"model": runner}, config)["model"]
+
+
+def measure_onnx(path: str | Path, config: MeasureConfig | None = None) -> Measurement:
+    """An exported ONNX model (batch-1 input; dynamic dims are set to 1) on onnxruntime."""
+    config = config or MeasureConfig()
+    return timed({"model": onnx_file_runner(path, config)}, config)["model"]
