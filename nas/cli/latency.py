@@ -81,6 +81,7 @@ def _measure(args: argparse.Namespace) -> int:
         print_json({"median_ms": m.median_ms, "iqr_ms": m.iqr_ms, "runs": m.runs, "runtime": config.runtime,
                     "threads": config.threads, "device": this_device(config.runtime, config.threads)["id"]})
     else:
+        device = this_device(config.runtime, config.threads)["id"]
         print(f"median {m.median_ms:.4f} ms, IQR {m.iqr_ms:.4f} ms over {m.runs} runs "
-              f"({config.runtime}, {config.threads} thread(s), device {this_device(config.runtime, config.threads)['id']})")
+              f"({config.runtime}, {config.threads} thread(s), device {device})")
     return 0

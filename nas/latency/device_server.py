@@ -23,9 +23,10 @@ REST (JSON bodies, ``Content-Type: application/json``; with a token, every reque
     reply ``{"api": ..., "measurements": {"NAME": {"median_ms", "iqr_ms", "runs"}}, "fingerprint": {...}}``.
 
 Errors are ``{"error": "one line"}`` with an HTTP status: 400 (not JSON, a bad field, a graph that
-is not a valid ONNX model of the standard operator sets or does not run), 401 (missing or wrong
-token), 404, 409 (an unknown reference_sha256), 411 (no Content-Length), 413 (body over the limit), 503 (more than ``MAX_QUEUED``
-measurement requests at once; the client retries). The server keeps serving after any of them.
+is not a valid ONNX model of onnxruntime's built-in operator sets or does not run), 401 (missing or wrong
+token), 404, 409 (an unknown reference_sha256), 411 (no Content-Length), 413 (body over the limit),
+503 (more than ``MAX_QUEUED`` measurement requests at once; the client retries). The server keeps
+serving after any of them.
 
 Safety: binds to 127.0.0.1 unless told otherwise; the token is compared in constant time and never
 echoed; bodies over ``max_body_bytes`` are refused before they are parsed; models are checked with
@@ -421,7 +422,8 @@ def whole_number(minimum: int, maximum: int):
     def parse(text: str) -> int:
         text = text.strip()
         if not text.isascii() or not text.isdigit() or len(text) > 12 or not minimum <= int(text) <= maximum:
-            raise argparse.ArgumentTypeError(f"expected a whole number from {minimum:,} to {maximum:,}, got {text[:40]!r}")
+            raise argparse.ArgumentTypeError(f"expected a whole number from {minimum:,} to {maximum:,}, "
+                                             f"got {text[:40]!r}")
         return int(text)
 
     parse.__name__ = "integer"
@@ -429,10 +431,12 @@ def whole_number(minimum: int, maximum: int):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
     parser.add_argument("--port", type=whole_number(0, 65535), default=DEFAULT_PORT,
                         help=f"TCP port (default {DEFAULT_PORT}; 0: any free one)")
-    parser.add_argument("--token-file", metavar="FILE", help="require 'Authorization: Bearer TOKEN' with the token in FILE")
+    parser.add_argument("--token-file", metavar="FILE",
+                        help="require 'Authorization: Bearer TOKEN' with the token in FILE")
     parser.add_argument("--max-bytes", type=whole_number(1, 1 << 32), default=MAX_BODY_BYTES,
                         help=f"largest request body accepted (default {MAX_BODY_BYTES:,} bytes)")
 
