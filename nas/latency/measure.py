@@ -20,8 +20,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from nas.errors import NasError
-from nas.latency.calibration import overhead_onnx
 from nas.latency import remote
+from nas.latency.calibration import overhead_onnx
 from nas.latency.keys import UnitKey
 from nas.latency.runtimes import RUNTIMES, Runner, onnx_runner, torch_runner
 from nas.latency.standalone_measure import REFERENCE_ID, Measurement, Protocol, time_interleaved, time_reference
@@ -161,10 +161,10 @@ def _reference_onnx(spec: str) -> bytes:
 
 def measure_reference(config: MeasureConfig) -> float:
     """The reference network's own latency (ms): the time base a new table's entries are put on."""
-    client = remote.active()
-    if client is not None:
+    if _remote_runtime(config):
         unpaired = replace(config.protocol, reference_runs=0)
-        return client.measure({REFERENCE_ID: reference_runner(config).onnx}, unpaired)[REFERENCE_ID].median_ms
+        graphs = {REFERENCE_ID: reference_runner(config).onnx}
+        return remote.active().measure(graphs, unpaired)[REFERENCE_ID].median_ms
     return time_reference(reference_runner(config), config.protocol).median_ms
 
 
@@ -172,12 +172,12 @@ def timed(runners: dict[str, Runner], config: MeasureConfig) -> dict[str, Measur
     """``time_interleaved`` with the config's protocol (paired with its reference when it has one)."""
     if config.paired and not config.reference_ms:
         raise NasError("the paired protocol needs the reference network's latency (reference_ms)")
-    client = remote.active()
-    if client is not None and _remote_runtime(config):
+    if _remote_runtime(config):  # the same protocol, timed on the server's device
+        graphs = {name: _remote_graph(name, r).onnx for name, r in runners.items()}
         reference = reference_runner(config)
-        return client.measure({name: _remote_graph(name, r).onnx for name, r in runners.items()}, config.protocol,
-                              reference.onnx if reference is not None else None,
-                              config.reference_ms if reference is not None else None)
+        if reference is None:
+            return remote.active().measure(graphs, config.protocol)
+        return remote.active().measure(graphs, config.protocol, reference.onnx, config.reference_ms)
     return time_interleaved(runners, config.protocol, reference_runner(config), config.reference_ms)
 
 
