@@ -37,12 +37,13 @@ LEAVES = leaf_commands()
 
 def garbage_argv(words: tuple[str, ...], parser: argparse.ArgumentParser, tmp_path,
                  positional: str = GARBAGE_PATH) -> list[str]:
-    """Positionals that name nothing (or a junk file), required options filled with garbage (or a valid choice)."""
+    """Positionals that name nothing (or a junk file), required options filled with garbage (or a valid choice);
+    ``--host`` too (a server without arguments is valid and serves)."""
     argv = list(words)
     for action in parser._actions:
         if not action.option_strings and action.dest not in ("help",):
             argv.append(positional)
-        elif action.required or action.dest == "space":
+        elif action.required or action.dest in ("space", "host"):
             if action.choices:
                 value = list(action.choices)[0]
             elif action.dest == "out":

@@ -34,7 +34,11 @@ COMMAND_MODULES = [
     "nas.cli.latency",
     "nas.cli.netadapt",
     "nas.cli.run",
+    "nas.cli.device",
 ]
+# Commands that run on a target device without torch: only their own module is registered (other
+# command modules import torch while registering).
+TORCH_FREE_COMMANDS = {"device": "nas.cli.device"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -46,12 +50,12 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {scrub(_one_line(message))}\n")
 
 
-def build_parser() -> ArgumentParser:
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> ArgumentParser:
     parser = ArgumentParser(prog="nas", description="Platform-aware NAS for CPUs.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error "
                                                              "(also accepted after the command)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         importlib.import_module(name).register(sub)
     _add_force_threads(parser)
     return parser
@@ -109,7 +113,8 @@ def _run(argv: Sequence[str] | None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
-        parser = build_parser()
+        torch_free = TORCH_FREE_COMMANDS.get(argv[0]) if argv else None
+        parser = build_parser([torch_free] if torch_free else COMMAND_MODULES)
         args = parser.parse_args(argv)
         from nas.cli.args import check_threads
 

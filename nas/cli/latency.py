@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nas.cli import args as A
+from nas.cli.device import measuring_device, remote_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     pred.add_argument("table", metavar="TABLE", help="a table folder (any device's), or a space's folder of tables")
     pred.add_argument("spec", metavar="SPEC", help="spec JSON, spec string, space YAML (baseline) or checkpoint")
     pred.add_argument("--device", default="this",
-                      help="with a space's folder: the device whose table to use (default: this machine)")
+                      help="with a space's folder: the device whose table to use: a device id, or the URL of its "
+                           "measurement server (default: this machine)")
+    pred.add_argument("--token-file", metavar="FILE", help="with --device URL: the server's token")
     pred.add_argument("--breakdown", action="store_true", help="also print every unit's entry")
     pred.add_argument("--json", action="store_true")
     pred.set_defaults(func=cmd_predict)
@@ -25,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     meas.add_argument("--runtime", default="onnxruntime", help="onnxruntime (default) or torch (specs only)")
     meas.add_argument("--threads", type=A.threads, default=1)
     meas.add_argument("--json", action="store_true")
+    remote_options(meas, "measure")
     meas.set_defaults(func=cmd_measure)
 
 
@@ -32,10 +36,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency import load_predictor
     from nas.latency.catalog import resolve_table
+    from nas.latency.remote import is_device_url
     from nas.spec import load_spec_arg
 
     spec = load_spec_arg(args.spec)
-    predictor = load_predictor(resolve_table(args.table, device=args.device, build=False))
+    if is_device_url(args.device):  # the server's device is "this" device within the block
+        with measuring_device(args.device, args.token_file):
+            table = resolve_table(args.table, build=False)
+    else:
+        table = resolve_table(args.table, device=args.device, build=False)
+    predictor = load_predictor(table)
     ms = predictor.predict(spec)
     if args.json:
         out = {"predicted_ms": ms, "raw_sum_ms": predictor.raw_sum(spec), "spec_hash": spec.hash,
@@ -52,6 +62,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    with measuring_device(args.device, args.token_file):
+        return _measure(args)
+
+
+def _measure(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency import MeasureConfig, measure_onnx, measure_spec
     from nas.latency.device import this_device
@@ -66,6 +81,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         print_json({"median_ms": m.median_ms, "iqr_ms": m.iqr_ms, "runs": m.runs, "runtime": config.runtime,
                     "threads": config.threads, "device": this_device(config.runtime, config.threads)["id"]})
     else:
+        device = this_device(config.runtime, config.threads)["id"]
         print(f"median {m.median_ms:.4f} ms, IQR {m.iqr_ms:.4f} ms over {m.runs} runs "
-              f"({config.runtime}, {config.threads} thread(s))")
+              f"({config.runtime}, {config.threads} thread(s), device {device})")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import time
 
 from nas.cli import args as A
+from nas.cli.device import measuring_device, remote_options
 
 
 def _protocol_options(p: argparse.ArgumentParser) -> None:
@@ -57,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "space's folder, latency_tables/SPACE/DEVICE-ID (found complete: nothing is measured)")
     build.add_argument("--no-progress", action="store_true")
     build.add_argument("--json", action="store_true")
+    remote_options(build, "measure")
     build.set_defaults(func=cmd_build)
 
     export = lut_sub.add_parser("export-kernels", help="write the units as ONNX graphs to measure on another device")
@@ -89,6 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--out", type=A.output_dir, metavar="DIR", help="write validation.csv/.json/.png here")
     val.add_argument("--json", action="store_true")
     val.add_argument("--no-progress", action="store_true")
+    remote_options(val, "measure the networks")
     val.set_defaults(func=cmd_validate)
 
 
@@ -101,6 +104,11 @@ def _inputs(args: argparse.Namespace):
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    with measuring_device(args.device, args.token_file):
+        return _build(args)
+
+
+def _build(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.errors import NasError
     from nas.latency import build_table, load_table
@@ -139,7 +147,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     manifest = export_for_device(args.out, space, specs, narrower=args.narrower, config=_protocol_config(args),
                                  progress=not args.no_progress)
     print(f"wrote {manifest}; copy {manifest.parent} to the device and run: "
-          f"python standalone_measure.py {manifest.parent.name}")
+          f"python standalone_measure.py {manifest.parent.name} (or serve measurements to `--device URL` commands: "
+          f"python standalone_measure.py serve)")
     return 0
 
 
@@ -179,6 +188,11 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    with measuring_device(args.device, args.token_file):
+        return _validate(args)
+
+
+def _validate(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency.validate import validate_table
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nas.cli import args as A
+from nas.cli.device import measuring_device, remote_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,10 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=A.output_dir, help="output folder (default: experiments/netadapt-<start spec hash>)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    remote_options(p, "target that device: its table (from --table's folder, built there if missing); measure the "
+                      "missing widths and the start and final networks")
     p.set_defaults(func=cmd_netadapt)
 
 
 def cmd_netadapt(args: argparse.Namespace) -> int:
+    with measuring_device(args.device, args.token_file):
+        return _netadapt(args)
+
+
+def _netadapt(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.netadapt import NetAdaptConfig, netadapt_checkpoint
     from nas.train import load_checkpoint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nas.cli import args as A
+from nas.cli.device import measuring_device, split_target
 from nas.cli import print_json
 
 
@@ -27,8 +28,10 @@ def register(subparsers) -> None:
     p.add_argument("--evaluator", default="proxy", metavar="NAME",
                    help="proxy (train, default) or synthetic[:SECONDS] (fake results, to try a storage/worker setup)")
     p.add_argument("--out", type=A.output_dir, help="output folder (default: the experiment's)")
-    p.add_argument("--device", metavar="ID", help="target device: 'this' machine or a device id whose table is in "
-                                                  "the experiment's table folder (default: latency.device)")
+    p.add_argument("--device", metavar="ID|URL", help="target device: 'this' machine, a device id whose table is in "
+                                                      "the experiment's table folder, or the URL of a device's measurement "
+                                                      "server (one process: no --workers) (default: latency.device)")
+    p.add_argument("--token-file", metavar="FILE", help="with --device URL: the server's token")
     p.add_argument("--no-measure", action="store_true", help="do not re-measure the best network end to end")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -44,12 +47,19 @@ def run(args) -> int:
     experiment = load_experiment(args.experiment)
     if args.out:
         experiment = experiment.replace(out=Path(args.out))
-    if args.device:
-        experiment = experiment.replace(latency={"device": args.device})
+    url, device = split_target(args.device)
+    if device:
+        experiment = experiment.replace(latency={"device": device})
+    if url and args.workers and args.workers > 1:
+        from nas.errors import NasError
+
+        raise NasError("--device URL measures from this process only; run the search without --workers")
     heartbeat = Heartbeat(args.heartbeat, args.grace, args.max_retry)
-    result = run_search(experiment, strategy=args.strategy, n_trials=args.trials, timeout_min=args.timeout,
-                        storage=args.storage, study_name=args.study, evaluator=args.evaluator, progress=not args.json,
-                        measure_best=False if args.no_measure else None, workers=args.workers, heartbeat=heartbeat)
+    with measuring_device(url, args.token_file):
+        result = run_search(experiment, strategy=args.strategy, n_trials=args.trials, timeout_min=args.timeout,
+                            storage=args.storage, study_name=args.study, evaluator=args.evaluator,
+                            progress=not args.json, measure_best=False if args.no_measure else None,
+                            workers=args.workers, heartbeat=heartbeat)
     if args.json:
         print_json(result.to_json())
         return 0

@@ -300,13 +300,12 @@ def measure_onnx_files(paths: dict[str, Path], threads: int = 1, table: str | No
     machine), with the project's protocol (:mod:`nas.latency`): batch 1, onnxruntime, ``threads``
     (with a ``table``: its threads and protocol, so that the figure sits beside its prediction)."""
     from nas.latency import MeasureConfig
-    from nas.latency.measure import timed
-    from nas.latency.runtimes import onnx_runner
+    from nas.latency.measure import onnx_file_runner, timed
     from nas.latency.standalone_measure import PROTOCOL_VERSION
 
     config = MeasureConfig.comparable_with(table, threads)
     threads = config.threads
-    results = timed({name: onnx_runner(p, threads, config.seed) for name, p in paths.items()}, config)
+    results = timed({name: onnx_file_runner(p, config) for name, p in paths.items()}, config)
     return {"runtime": config.runtime, "threads": threads, "batch": 1, "protocol": PROTOCOL_VERSION,
             "settings": config.protocol.as_dict(),
             "models": {name: {"median_ms": m.median_ms, "iqr_ms": m.iqr_ms, "runs": m.runs,

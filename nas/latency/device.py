@@ -8,25 +8,28 @@ architecture, runtime and its version, threads), e.g. ``intel-xeon-2c-ort1.32.0-
 - Adding numbers measured here to a table (new units, validation, re-measured networks) is allowed
   only when the table's device is this machine (:func:`require_this_device`).
 
+While a measurement server is the measuring device (``nas.latency.remote.use_device``, the
+commands' ``--device URL``), "this device" is that server's device: its fingerprint comes from the
+server, and measurements go there.
+
 Under test only (``PYTEST_CURRENT_TEST`` set), ``NAS_TEST_CPU_MODEL`` replaces this machine's CPU
 model, so the whole suite can run as if on a CPU no shipped table was measured on.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 import warnings
 from typing import Iterable
 
 from nas.errors import NasError
+from nas.latency import remote
 from nas.latency.runtimes import runtime_version
-from nas.latency.standalone_measure import device_fingerprint
+from nas.latency.standalone_measure import IDENTITY, device_fingerprint, device_id
 
-# The fingerprint fields a table's numbers depend on: equal fields, same device.
-IDENTITY = ("cpu_model", "cores", "isa_flags", "machine", "runtime", "runtime_version", "threads")
+__all__ = ["IDENTITY", "THIS", "ForeignTableError", "device_id", "this_device", "is_this_device",
+           "require_this_device", "warn_if_busy", "busy_warning"]
+
 TEST_CPU_MODEL = "NAS_TEST_CPU_MODEL"
 THIS = "this"  # the target name of the machine running the code
 
@@ -36,7 +39,13 @@ class ForeignTableError(NasError):
 
 
 def this_device(runtime: str = "onnxruntime", threads: int = 1) -> dict:
-    """Fingerprint of this machine for ``runtime`` with ``threads`` threads (torch version included)."""
+    """Fingerprint of the measuring device for ``runtime`` with ``threads`` threads: this machine
+    (torch version included), or the active measurement server's device (onnxruntime only)."""
+    client = remote.active()
+    if client is not None:
+        if runtime != "onnxruntime":
+            raise NasError(f"a measurement server measures on onnxruntime, not {runtime!r}")
+        return client.fingerprint(threads)
     device = device_fingerprint(runtime, threads, runtime_version(runtime))
     device["torch"] = runtime_version("torch")
     fake = os.environ.get(TEST_CPU_MODEL)
@@ -44,21 +53,6 @@ def this_device(runtime: str = "onnxruntime", threads: int = 1) -> dict:
         device["cpu_model"] = fake
     device["id"] = device_id(device)
     return device
-
-
-def _slug(text: str) -> str:
-    words = re.sub(r"\((r|tm)\)|\bprocessor\b|\bcpu\b|\d+-core", " ", text.lower())
-    return "-".join(re.findall(r"[a-z0-9.]+", words))[:40].strip("-.") or "cpu"
-
-
-def device_id(device: dict) -> str:
-    """``<cpu>-<cores>c-<runtime><version>-t<threads>-<hash8>``; the hash covers :data:`IDENTITY`."""
-    identity = {k: device.get(k) for k in IDENTITY}
-    identity["isa_flags"] = sorted(identity["isa_flags"] or [])
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    runtime = {"onnxruntime": "ort", "torch": "torch"}.get(str(device.get("runtime")), "rt")
-    return (f"{_slug(str(device.get('cpu_model', 'cpu')))}-{device.get('cores')}c-"
-            f"{runtime}{device.get('runtime_version')}-t{device.get('threads')}-{digest}")
 
 
 def is_this_device(device: dict) -> bool:
@@ -86,6 +80,8 @@ def require_this_device(table_device: dict, where: str, action: str,
 
 def warn_if_busy(threads: int) -> None:
     """Warn (one line on the CLI) when :func:`busy_warning` finds the cores taken."""
+    if remote.active() is not None:  # this machine's load says nothing about the server's device
+        return
     message = busy_warning(threads)
     if message:
         warnings.warn(message, stacklevel=3)

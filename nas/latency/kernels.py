@@ -23,6 +23,8 @@ from nas.models.blocks import Head, InvertedResidual, LastStage, Stem
 from nas.spec.arch import ArchSpec, BlockSpec, HeadSpec, LastStageSpec, StemSpec
 
 WEIGHT_SEED = 0
+# The torch-free files a kernels folder gets: the measuring script and the server it can start.
+STANDALONE_SCRIPTS = ("standalone_measure.py", "device_server.py")
 
 
 def unit_module(key: UnitKey) -> nn.Module:
@@ -70,8 +72,9 @@ def file_name(identifier: str) -> str:
 def export_kernels(out_dir: str | Path, keys: list[UnitKey], networks: dict[str, ArchSpec], protocol: Protocol,
                    info: dict, extra_graphs: dict[str, bytes] | None = None, progress: bool = True,
                    reference: ArchSpec | None = None) -> Path:
-    """Write every unit (and whole network) as an ONNX file plus ``manifest.json`` and a copy of the
-    torch-free measuring script. ``networks`` maps an id (e.g. ``net:calib0``) to its spec,
+    """Write every unit (and whole network) as an ONNX file plus ``manifest.json`` and copies of the
+    torch-free measuring script and server (:data:`STANDALONE_SCRIPTS`). ``networks`` maps an id
+    (e.g. ``net:calib0``) to its spec,
     ``extra_graphs`` an id to ready ONNX bytes (e.g. the overhead graph), ``reference`` the paired
     protocol's reference network."""
     from tqdm import tqdm
@@ -101,5 +104,6 @@ def export_kernels(out_dir: str | Path, keys: list[UnitKey], networks: dict[str,
         manifest["reference"] = {"id": REFERENCE_ID, "file": name, "input_shape": list(network_input_shape(reference)),
                                  "spec": reference.to_string()}
     write_text_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=1) + "\n")
-    shutil.copyfile(Path(__file__).with_name("standalone_measure.py"), out_dir / "standalone_measure.py")
+    for script in STANDALONE_SCRIPTS:
+        shutil.copyfile(Path(__file__).with_name(script), out_dir / script)
     return out_dir / "manifest.json"

@@ -4,6 +4,10 @@
 is ``standalone_measure.time_interleaved``, shared with the torch-free entry point. A config with
 ``reference_runs`` > 0 (every table built by ``nas lut build``) times graphs paired with a reference
 network, on the time base of ``reference_ms`` (see ``standalone_measure``).
+
+While a measurement server is active (``nas.latency.remote.use_device``), the runners are
+:class:`~nas.latency.remote.RemoteGraph` (the exported ONNX bytes) and :func:`timed` sends them to
+the server, which times them with the same protocol.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from typing import Callable, Iterable
 import numpy as np
 
 from nas.errors import NasError
+from nas.latency import remote
 from nas.latency.calibration import overhead_onnx
 from nas.latency.keys import UnitKey
 from nas.latency.runtimes import RUNTIMES, Runner, onnx_runner, torch_runner
-from nas.latency.standalone_measure import Measurement, Protocol, time_interleaved, time_reference
+from nas.latency.standalone_measure import REFERENCE_ID, Measurement, Protocol, time_interleaved, time_reference
 from nas.spec.arch import ArchSpec
 
 __all__ = ["MeasureConfig", "Measurement", "measure_units", "measure_spec", "measure_specs", "measure_onnx",
@@ -109,9 +114,20 @@ class MeasureConfig:
         return replace(self, passes=self.passes * NETWORK_PASSES_FACTOR)
 
 
+def _remote_runtime(config: MeasureConfig) -> bool:
+    """Whether graphs go to a measurement server (which measures on onnxruntime only)."""
+    if remote.active() is None:
+        return False
+    if config.runtime != "onnxruntime":
+        raise NasError(f"a measurement server measures on onnxruntime, not {config.runtime!r}")
+    return True
+
+
 def unit_runner(key: UnitKey, config: MeasureConfig) -> Runner:
     from nas.latency import kernels  # torch, only when something is measured
 
+    if _remote_runtime(config):
+        return remote.RemoteGraph(kernels.export_unit(key))
     if config.runtime == "torch":
         return torch_runner(kernels.unit_module(key), key.input_shape, config.threads, config.seed)
     return onnx_runner(kernels.export_unit(key), config.threads, config.seed)
@@ -120,6 +136,8 @@ def unit_runner(key: UnitKey, config: MeasureConfig) -> Runner:
 def spec_runner(spec: ArchSpec, config: MeasureConfig) -> Runner:
     from nas.latency import kernels
 
+    if _remote_runtime(config):
+        return remote.RemoteGraph(kernels.export_spec(spec))
     if config.runtime == "torch":
         return torch_runner(kernels.network_module(spec), kernels.network_input_shape(spec), config.threads,
                             config.seed)
@@ -133,6 +151,8 @@ def reference_runner(config: MeasureConfig) -> Runner | None:
         return None
     if not config.reference:
         raise NasError("the paired protocol (reference_runs > 0) needs a reference network")
+    if _remote_runtime(config):
+        return remote.RemoteGraph(_reference_onnx(config.reference))
     return _reference_runner(config.reference, config.runtime, config.threads, config.seed)
 
 
@@ -141,8 +161,19 @@ def _reference_runner(spec: str, runtime: str, threads: int, seed: int) -> Runne
     return spec_runner(ArchSpec.from_string(spec), MeasureConfig(runtime=runtime, threads=threads, seed=seed))
 
 
+@functools.lru_cache(maxsize=4)
+def _reference_onnx(spec: str) -> bytes:
+    from nas.latency import kernels
+
+    return kernels.export_spec(ArchSpec.from_string(spec))
+
+
 def measure_reference(config: MeasureConfig) -> float:
     """The reference network's own latency (ms): the time base a new table's entries are put on."""
+    if _remote_runtime(config):
+        unpaired = replace(config.protocol, reference_runs=0)
+        graphs = {REFERENCE_ID: reference_runner(config).onnx}
+        return remote.active().measure(graphs, unpaired)[REFERENCE_ID].median_ms
     return time_reference(reference_runner(config), config.protocol).median_ms
 
 
@@ -150,7 +181,19 @@ def timed(runners: dict[str, Runner], config: MeasureConfig) -> dict[str, Measur
     """``time_interleaved`` with the config's protocol (paired with its reference when it has one)."""
     if config.paired and not config.reference_ms:
         raise NasError("the paired protocol needs the reference network's latency (reference_ms)")
+    if _remote_runtime(config):  # the same protocol, timed on the server's device
+        graphs = {name: _remote_graph(name, r).onnx for name, r in runners.items()}
+        reference = reference_runner(config)
+        if reference is None:
+            return remote.active().measure(graphs, config.protocol)
+        return remote.active().measure(graphs, config.protocol, reference.onnx, config.reference_ms)
     return time_interleaved(runners, config.protocol, reference_runner(config), config.reference_ms)
+
+
+def _remote_graph(name: str, runner: Runner) -> "remote.RemoteGraph":
+    if not isinstance(runner, remote.RemoteGraph):
+        raise NasError(f"{name}: only ONNX graphs can be sent to a measurement server")
+    return runner
 
 
 ANCHOR = "anchor:"  # runner-name prefix of the anchor units timed beside new ones
@@ -202,6 +245,8 @@ def overhead_runner(config: MeasureConfig) -> Runner:
         from torch import nn
 
         return torch_runner(nn.ReLU(), (1, 1), config.threads, config.seed)
+    if _remote_runtime(config):
+        return remote.RemoteGraph(overhead_onnx())
     return onnx_runner(overhead_onnx(), config.threads, config.seed)
 
 
@@ -222,16 +267,23 @@ def measure_spec(spec: ArchSpec, config: MeasureConfig | None = None) -> Measure
     return measure_specs([spec], config or MeasureConfig())[0]
 
 
-def measure_onnx(path: str | Path, config: MeasureConfig | None = None) -> Measurement:
-    """An exported ONNX model (batch-1 input; dynamic dims are set to 1) on onnxruntime."""
-    config = config or MeasureConfig()
+def onnx_file_runner(path: str | Path, config: MeasureConfig) -> Runner:
+    """A runner of an exported ONNX file (batch-1 input; dynamic dims are set to 1) on onnxruntime,
+    here or on the active measurement server (which checks the model itself)."""
     if config.runtime != "onnxruntime":
         raise NasError(f"an ONNX file is measured on onnxruntime, not {config.runtime!r}")
     path = Path(path)
     if not path.is_file():
         raise NasError(f"file not found: {path}")
+    if _remote_runtime(config):
+        return remote.RemoteGraph(path.read_bytes())
     try:
-        runner = onnx_runner(path, config.threads, config.seed)
+        return onnx_runner(path, config.threads, config.seed)
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
         raise NasError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-    return timed({"model": runner}, config)["model"]
+
+
+def measure_onnx(path: str | Path, config: MeasureConfig | None = None) -> Measurement:
+    """An exported ONNX model (batch-1 input; dynamic dims are set to 1) on onnxruntime."""
+    config = config or MeasureConfig()
+    return timed({"model": onnx_file_runner(path, config)}, config)["model"]

@@ -6,6 +6,10 @@ This file is the ONE place where latency is timed: ``nas.latency.measure`` impor
 
     python standalone_measure.py KERNELS_DIR [--threads N]
 
+or serves measurements over HTTP (``device_server.py``, copied beside it; see that file)::
+
+    python standalone_measure.py serve [--host 127.0.0.1] [--port 8765] [--token-file FILE]
+
 It reads ``KERNELS_DIR/manifest.json`` (written by ``nas lut export-kernels``), times every ONNX
 graph listed there with the protocol below and appends one CSV row per graph to
 ``KERNELS_DIR/results.csv`` (flushed per row; a rerun skips graphs already measured), then writes
@@ -38,6 +42,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -244,6 +249,25 @@ def isa_flags() -> list[str]:
     except OSError:
         pass
     return []
+
+
+# The fingerprint fields a table's numbers depend on: equal fields, same device.
+IDENTITY = ("cpu_model", "cores", "isa_flags", "machine", "runtime", "runtime_version", "threads")
+
+
+def _slug(text: str) -> str:
+    words = re.sub(r"\((r|tm)\)|\bprocessor\b|\bcpu\b|\d+-core", " ", text.lower())
+    return "-".join(re.findall(r"[a-z0-9.]+", words))[:40].strip("-.") or "cpu"
+
+
+def device_id(device: dict) -> str:
+    """``<cpu>-<cores>c-<runtime><version>-t<threads>-<hash8>``; the hash covers :data:`IDENTITY`."""
+    identity = {k: device.get(k) for k in IDENTITY}
+    identity["isa_flags"] = sorted(identity["isa_flags"] or [])
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    runtime = {"onnxruntime": "ort", "torch": "torch"}.get(str(device.get("runtime")), "rt")
+    return (f"{_slug(str(device.get('cpu_model', 'cpu')))}-{device.get('cores')}c-"
+            f"{runtime}{device.get('runtime_version')}-t{device.get('threads')}-{digest}")
 
 
 def device_fingerprint(runtime: str, threads: int, runtime_version: str | None = None) -> dict:
@@ -522,9 +546,24 @@ def measure_manifest(directory: str | os.PathLike, threads: int | None = None,
     return results_path
 
 
+def serve_main(argv: list[str]) -> int:
+    """``serve ...``: the measurement server of ``device_server.py`` (the package's module, or the
+    copy beside this file in a kernels folder)."""
+    if __package__:
+        from nas.latency import device_server
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import device_server  # type: ignore[import-not-found]
+    return device_server.main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        return serve_main(argv[1:])
     parser = argparse.ArgumentParser(description="Time the ONNX kernels of a nas kernels folder with onnxruntime.")
-    parser.add_argument("directory", help="folder written by `nas lut export-kernels` (holds manifest.json)")
+    parser.add_argument("directory", help="folder written by `nas lut export-kernels` (holds manifest.json); "
+                                          "or `serve` to serve measurements over HTTP (serve --help)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the manifest's)")
     parser.add_argument("--force-threads", action="store_true", help="allow --threads above this machine's cores")
     args = parser.parse_args(argv)
