@@ -73,3 +73,21 @@ def test_lut_adapt_cli(foreign_tiny, tmp_path):
     assert summary["adapted_from"] == load_table(source).device_id
     assert_one_line_error(run_cli("lut", "adapt", source, "--samples", "1", "--out", tmp_path / "d"), "samples")
     assert_one_line_error(run_cli("lut", "adapt", tmp_path / "nothing", "--out", tmp_path / "e"), "nothing")
+
+
+def test_adapting_for_a_device_behind_a_measurement_server(foreign_tiny, tmp_path):
+    from tests.test_device_server import TOKEN, Server
+
+    _, source = foreign_tiny
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    server = Server(tmp_path / "server.log", "--token-file", str(tmp_path / "token"))
+    try:
+        result = run_cli("lut", "adapt", source, "--samples", "2", "--out", tmp_path / "remote", "--json",
+                         "--no-progress", "--device", server.url, "--token-file", tmp_path / "token")
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    table = load_table(tmp_path / "remote")
+    assert "torch" not in table.device  # the server's fingerprint: the networks were measured there
+    assert json.loads(result.stdout)["device"] == table.device_id
+    assert server.log.read_text().count('"POST /measure HTTP/1.1" 200') >= 2  # the reference, the networks

@@ -74,14 +74,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--json", action="store_true")
     imp.set_defaults(func=cmd_import)
 
-    adapt = lut_sub.add_parser("adapt", help="this machine's table from another device's table and a few "
-                               "networks measured here")
+    adapt = lut_sub.add_parser("adapt", help="a table of this machine (or of --device URL) from another "
+                               "device's table and a few networks measured on it")
     adapt.add_argument("source", metavar="SOURCE_TABLE", help="a table of another device (same space)")
     adapt.add_argument("--samples", type=A.integer(2, 500), default=10,
                        help="whole networks measured here to fit the source's entries (default 10)")
     adapt.add_argument("--out", required=True, type=A.output_dir, metavar="DIR")
     adapt.add_argument("--json", action="store_true")
     adapt.add_argument("--no-progress", action="store_true")
+    remote_options(adapt, "measure the networks")
     adapt.set_defaults(func=cmd_adapt)
 
     val = lut_sub.add_parser("validate", help="predicted vs measured latency on held-out sampled networks")
@@ -167,6 +168,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
+    with measuring_device(args.device, args.token_file):
+        return _adapt(args)
+
+
+def _adapt(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency import load_table
     from nas.latency.adapt import adapt_table
@@ -182,8 +188,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         print(f"table {directory} (device {summary['device']}): {summary['entries']} entries of device "
-              f"{summary['adapted_from']} fitted on {summary['samples']} networks measured here in "
-              f"{summary['seconds']} s; check it with `nas lut validate {directory}`")
+              f"{summary['adapted_from']} fitted on {summary['samples']} networks measured on it in "
+              f"{summary['seconds']} s; check it with `nas lut validate {directory}"
+              + (f" --device {args.device}`" if args.device else "`"))
     return 0
 
 

@@ -14,7 +14,9 @@ one weight per unit class, pulled toward one scale). The result is a table of *t
 It predicts like any table and validates like one (``nas lut validate DIR`` measures held-out
 networks here). Units measured here later (NetAdapt's narrower widths) are put on the entries' time
 base by the anchors every addition re-times (``nas.latency.measure.drift_scale``). A rerun after a
-kill continues (the entries copy is idempotent; the networks are measured again).
+kill continues (the entries copy is idempotent; the networks are measured again). Within
+``nas.latency.remote.use_device(URL)`` (``nas lut adapt --device URL``) "this machine" is the
+measurement server's device: the networks are measured there and the table is that device's.
 """
 
 from __future__ import annotations
