@@ -197,7 +197,7 @@ def test_fine_tuning_follows_the_optimizer_the_network_was_trained_with():
     assert settings(NetAdaptConfig().resolved(trained_with="lbfgs")) == ("sgd", 0.01, 0.02)
     with pytest.raises(NasError, match="unknown optimizer 'adam'"):
         NetAdaptConfig(optimizer="adam")
-    with pytest.raises(NasError, match="learning rates must be > 0"):
+    with pytest.raises(NasError, match="lr: must be > 0"):
         NetAdaptConfig(long_lr=0)
 
 
