@@ -189,3 +189,9 @@ def test_a_corrupt_stored_sampler_state_stops_the_search_before_any_trial(experi
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))))
     assert [(t.number, t.state, t.params) for t in after.get_trials()] == before
     assert study_system_attrs(after)[key] == {"format": "something else"}
+
+
+def test_every_strategy_has_its_options_in_the_settings():
+    from nas.config import STRATEGY_OPTIONS
+
+    assert {name: cls.OPTIONS for name, cls in STRATEGIES.items()} == STRATEGY_OPTIONS

@@ -32,7 +32,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency import load_predictor
     from nas.latency.catalog import resolve_table
-    from nas.spec import load_spec_arg
+    from nas.load import load_spec_arg
 
     spec = load_spec_arg(args.spec)
     predictor = load_predictor(resolve_table(args.table, device=args.device, build=False))
@@ -55,7 +55,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency import MeasureConfig, measure_onnx, measure_spec
     from nas.latency.device import this_device
-    from nas.spec import load_spec_arg
+    from nas.load import load_spec_arg
 
     config = MeasureConfig(runtime=args.runtime, threads=args.threads)
     if args.model.endswith(".onnx"):

@@ -19,13 +19,7 @@
 from __future__ import annotations
 
 from nas.search.base import Proposal, Strategy, TrialRecord
-from nas.search.evolution import EvolutionStrategy
-from nas.search.optuna_strategies import NSGA2Strategy, RandomStrategy, TPEStrategy
-from nas.search.rl import RLStrategy
-
-# Every strategy by name; the shared contract test runs over this registry.
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in
-                                         (RandomStrategy, TPEStrategy, NSGA2Strategy, RLStrategy, EvolutionStrategy)}
+from nas.search.strategies import STRATEGIES
 
 
 def __getattr__(name: str):

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from nas.errors import NasError
 from nas.experiment import Experiment
-from nas.search import STRATEGIES
+from nas.search.strategies import STRATEGIES
 from nas.search.evaluate import make_evaluator
 from nas.search.loop import SearchLoop, baseline_latency
 from nas.search.storage import Heartbeat, heartbeats_on, kind, make_storage, redact, without_heartbeat
