@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import time
@@ -30,7 +29,7 @@ import torch
 
 from nas.config import NetAdaptConfig, Target  # noqa: F401  (NetAdaptConfig: re-exported)
 from nas.errors import NasError
-from nas.io import write_text_atomic
+from nas.io import atomic_path, write_text_atomic
 from nas.netadapt.inherit import shrink_model
 from nas.netadapt.proposals import Predictor, Proposal, all_candidates, make_proposals, smallest_reachable
 from nas.spec.arch import ArchSpec
@@ -132,9 +131,8 @@ class TableLatency:
 # --- small helpers ---------------------------------------------------------------------------------
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _load_weights(path: Path) -> tuple[ArchSpec, torch.nn.Module]:

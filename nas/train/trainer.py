@@ -24,6 +24,7 @@ import torch.nn as nn
 from nas.data import Augment, DataSplits, ImageDataset, eval_batches, steps_per_epoch, train_batches
 from nas.errors import NasError
 from nas.config import TrainConfig
+from nas.threads import torch_threads
 from nas.train.cpu import fused_supported
 from nas.train.resume import TrainState, fingerprint, load_state, save_state
 
@@ -118,20 +119,6 @@ def fold_batchnorm(model: nn.Module, channels_last: bool = True) -> nn.Module:
     return folded.to(memory_format=torch.channels_last) if channels_last else folded
 
 
-class _Threads:
-    """Set torch's intra-op thread count for a block, then restore it."""
-
-    def __init__(self, threads: int | None):
-        self.threads, self.saved = threads, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        if self.threads:
-            torch.set_num_threads(self.threads)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.saved)
-
-
 def _progress(total: int, enabled: bool, initial: int = 0):
     from tqdm import tqdm
 
@@ -206,7 +193,7 @@ def train(
     """
     config.validate()
     _check_data(splits)
-    with _Threads(config.threads):
+    with torch_threads(config.threads):
         return _Loop(model, splits, config, progress, report, state_path).run()
 
 
