@@ -34,7 +34,7 @@ from nas.netadapt.inherit import shrink_model
 from nas.netadapt.proposals import Predictor, Proposal, all_candidates, make_proposals, smallest_reachable
 from nas.spec.arch import ArchSpec
 
-STATE_FORMAT = "nas-netadapt/1"
+STATE_FORMAT = "nas-netadapt/2"  # 2: the optimizer and the final fine-tune's settings always recorded
 HISTORY_COLUMNS = ["iteration", "proposal", "kind", "old_width", "new_width", "channels_removed", "delta_ms",
                    "predicted_ms", "saving_ms", "measured_ms", "val_acc", "d_acc", "score", "chosen", "steps",
                    "seconds"]
@@ -47,12 +47,6 @@ OVERLAY = "latency_units"  # the run's folder of units measured for it (narrower
 def _iteration_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The settings the iterations depend on (a run's identity): all but :data:`FINAL_SETTINGS`."""
     return {k: v for k, v in config.items() if k not in FINAL_SETTINGS}
-
-
-def stored_settings(state: dict[str, Any]) -> dict[str, Any]:
-    """The settings a saved run (``state.json``) was made with; runs from before the optimizer
-    setting fine-tuned with SGD."""
-    return {"optimizer": "sgd", **((state.get("identity") or {}).get("config") or {})}
 
 
 @dataclass
@@ -179,16 +173,15 @@ class NetAdaptRun:
 
     @staticmethod
     def _stored_identity(state: dict[str, Any]) -> dict[str, Any]:
-        return {**(state.get("identity") or {}), "config": _iteration_settings(stored_settings(state))}
+        identity = state.get("identity") or {}
+        return {**identity, "config": _iteration_settings(identity.get("config") or {})}
 
     def _reopen_final_if_changed(self) -> None:
         """A finished run asked for another long fine-tune: drop the old final, keep the iterations."""
         final = self.state.get("final")
         if final is None:
             return
-        stored = stored_settings(self.state)  # runs from before "settings" kept them there
-        done_with = final.get("settings") or {k: stored.get(k) for k in FINAL_SETTINGS}
-        if done_with == self._final_settings():
+        if final.get("settings") == self._final_settings():
             return
         self.state["train_steps"] -= final.get("long_steps", 0)
         self.state["final"] = None
@@ -205,7 +198,12 @@ class NetAdaptRun:
                 state = json.loads(self.state_path.read_text())
             except json.JSONDecodeError:
                 raise NasError(f"{self.state_path} is corrupt; delete the folder or choose another --out") from None
-            if state.get("format") != STATE_FORMAT or self._stored_identity(state) != self._identity():
+            if not isinstance(state, dict):
+                raise NasError(f"{self.state_path} is corrupt; delete the folder or choose another --out")
+            if state.get("format") != STATE_FORMAT:
+                raise NasError(f"{self.state_path} has format {str(state.get('format'))[:40]!r}, this version reads "
+                               f"{STATE_FORMAT!r}; delete the folder or choose another --out")
+            if self._stored_identity(state) != self._identity():
                 raise NasError(f"{self.out} holds a NetAdapt run of another network or with other settings; "
                                f"choose another --out")
             self.state = state
