@@ -125,3 +125,21 @@ def test_spec_package_reaches_no_torch_module():
     for name, targets in graph.items():
         if name.startswith("nas.spec"):
             assert all(t.startswith(torch_free) for t in targets), (name, targets)
+
+
+def test_the_command_line_starts_without_torch():
+    """Building the parser and showing a spec import no torch (every command starts in well under a
+    second; torch is imported by the commands that train, export or measure)."""
+    code = (
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('torch is not importable here')\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "from nas.cli import main\n"
+        "raise SystemExit(main(['arch', 'show', 'mobilenetv3-small', '--json']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert '"hash"' in result.stdout
