@@ -134,6 +134,7 @@ def test_two_workers_on_a_journal_file_one_killed(tmp_path):
     check_outcome(*kill_one_worker_mid_search(f"journal:{tmp_path / 'journal.log'}", tmp_path, strategy="rl"))
 
 
+@pytest.mark.slow  # three processes
 def test_cli_workers_on_a_journal_file(tmp_path):
     exp = write_experiment(tmp_path)
     journal = tmp_path / "study.journal"
