@@ -9,6 +9,14 @@ from pathlib import Path
 from conftest import ROOT
 
 PACKAGE = ROOT / "nas"
+BLOCK_TORCH = (  # the start of a program run where torch cannot be imported
+    "import sys\n"
+    "class NoTorch:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'torch' or name.startswith('torch.'):\n"
+    "            raise ImportError('torch is not importable here')\n"
+    "sys.meta_path.insert(0, NoTorch())\n"
+)
 
 
 def module_name(path: Path) -> str:
@@ -94,12 +102,7 @@ def test_experiment_loader_imports_nothing_from_search_netadapt_or_export():
 def test_spec_imports_without_torch():
     """``nas.spec`` (and the settings and experiment loader) with torch made unimportable."""
     code = (
-        "import sys\n"
-        "class NoTorch:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'torch' or name.startswith('torch.'):\n"
-        "            raise ImportError('torch is not importable here')\n"
-        "sys.meta_path.insert(0, NoTorch())\n"
+        BLOCK_TORCH +
         "try:\n"
         "    import torch\n"
         "except ImportError:\n"
@@ -131,12 +134,7 @@ def test_the_command_line_starts_without_torch():
     """Building the parser and showing a spec import no torch (every command starts in well under a
     second; torch is imported by the commands that train, export or measure)."""
     code = (
-        "import sys\n"
-        "class NoTorch:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'torch' or name.startswith('torch.'):\n"
-        "            raise ImportError('torch is not importable here')\n"
-        "sys.meta_path.insert(0, NoTorch())\n"
+        BLOCK_TORCH +
         "from nas.cli import main\n"
         "raise SystemExit(main(['arch', 'show', 'mobilenetv3-small', '--json']))\n"
     )
