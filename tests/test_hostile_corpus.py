@@ -210,7 +210,9 @@ def test_no_secret_on_stderr(tmp_path, url):
                    .replace("../search_spaces", str(ROOT / "search_spaces"))
                    .replace("../latency_tables", str(ROOT / "latency_tables"))
                    .replace("../runs/tiny_test", str(tmp_path / "run")))
-    result = run_cli("search", exp, "--storage", url, "--evaluator", "synthetic", "--trials", "1", "--no-measure")
+    # a resolver that answers at once or gives up after 1 s (the host 'ss@127.0.0.1' is looked up)
+    result = run_cli("search", exp, "--storage", url, "--evaluator", "synthetic", "--trials", "1", "--no-measure",
+                     env={"RES_OPTIONS": "timeout:1 attempts:1"})
     assert result.returncode == 2, result.stderr
     for secret in ("pa@ss", "ss@127", "hunter2secret"):
         assert secret not in result.stderr and secret not in result.stdout

@@ -15,18 +15,38 @@ from tests.latency_helpers import SHIPPED_FASHION, as_this_machines_table
 
 
 
+def tiny_image_folder(root: Path, train: int = 24, test: int = 4) -> Path:
+    """An image folder shaped like Fashion-MNIST (10 classes of 28x28 grey images), tiny: the pipeline
+    trains and tests every network on it in seconds. Each class is a noisy bright square at its own place."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("test", test)):
+        for label in range(10):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 60, (28, 28))
+                row, col = divmod(label, 5)
+                pixels[4 + 10 * row:12 + 10 * row, 2 + 5 * col:7 + 5 * col] += 180
+                Image.fromarray(pixels.astype(np.uint8), mode="L").save(folder / f"{i}.png")
+    return root
+
+
 def tiny_experiment(tmp_path: Path) -> dict:
     table = tmp_path / "tables"
     as_this_machines_table(SHIPPED_FASHION, table)  # a folder of tables with one of this machine
+    images = tiny_image_folder(tmp_path / "images")
     return {
         "name": "tiny_run", "space": str(ROOT / "search_spaces" / "fashion_mnist.yaml"), "out": str(tmp_path / "out"),
-        "data": {"name": "fashion-mnist", "val_fraction": 0.02, "subset": 256, "seed": 0},
+        "data": {"name": "folder", "data_dir": str(images), "val_fraction": 0.1, "seed": 0},
         "proxy": {"steps": 2, "batch_size": 32, "eval_every": None, "threads": 1},
         "latency": {"table": str(table), "threads": 1},
         "reward": {"target_ms": "baseline", "preset": "soft"},
         "search": {"strategy": "random", "n_trials": 2, "seed": 0},
         "train": {"epochs": 0.002, "batch_size": 32, "optimizer": "adamw", "threads": 1},
-        "netadapt": {"target": "0.97", "short_steps": 1, "long_epochs": 0, "delta_fraction": 0.02, "subset": 256},
+        "netadapt": {"target": "0.97", "short_steps": 1, "long_epochs": 0, "delta_fraction": 0.02},
         "export": {"formats": ["json", "onnx"]},
         "report": {"width_mults": [0.5]},
     }

@@ -57,7 +57,7 @@ def test_sigkill_mid_search_then_rerun_loses_at_most_that_trial(tmp_path, tiny_t
     assert killed_in is not None, "the search finished or stalled before it could be killed"
     kept = {t.number: t.user_attrs["hash"] for t in load(db, "tiny_test-random").get_trials(states=(TrialState.COMPLETE,))}
 
-    result = run_cli("search", TINY, "--out", out, "--trials", "3", "--json")
+    result = run_cli("search", TINY, "--out", out, "--trials", "3", "--json", "--no-measure")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     study = load(db, "tiny_test-random")
