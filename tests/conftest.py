@@ -23,7 +23,11 @@ def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
     from nas.cli import main
 
     capsys.readouterr()
-    status = main([str(a) for a in args])
+    with contextlib.chdir(ROOT):  # relative paths as for run_cli
+        try:
+            status = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's refusals
+            status = exc.code
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(["nas", *map(str, args)], status, out, err)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, assert_one_line_error, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli, run_main
 from nas.errors import NasError
 from nas.io import check_output_dir, write_json_atomic, write_text_atomic
 from nas.redact import forget, redact, scrub
@@ -118,8 +118,8 @@ def test_oversized_space_file_refused_before_reading(tmp_path):
     (["lut", "build", "--space", "search_spaces/fashion_mnist.yaml", "--threads", "100000", "--out", "/tmp/x"],
      "must be between 1 and 4,096"),
 ])
-def test_bad_numbers_are_one_line(args, fragment):
-    assert_one_line_error(run_cli(*args), fragment)
+def test_bad_numbers_are_one_line(args, fragment, capsys):
+    assert_one_line_error(run_main(capsys, *args), fragment)  # a fresh process: tests/test_hostile_cli.py
 
 
 def test_threads_above_cores_need_force():
