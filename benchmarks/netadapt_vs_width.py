@@ -34,7 +34,6 @@ import torch
 from nas.data import load_data
 from nas.io import write_text_atomic
 from nas.netadapt import NetAdaptConfig, TableLatency, netadapt
-from nas.netadapt.loop import stored_settings
 from nas.spec import ArchSpec, count_madds, count_params, load_space
 from nas.spec.transform import scale_widths
 from nas.train import TrainConfig, load_checkpoint, load_model, train_network
@@ -74,7 +73,7 @@ def run_netadapt(args, spec: ArchSpec, ckpt: Path, splits, latency: TableLatency
     if args.from_run:
         if not (out / "state.json").is_file():
             shutil.copytree(args.from_run / "netadapt", out, dirs_exist_ok=True)
-        stored = stored_settings(json.loads((out / "state.json").read_text()))
+        stored = json.loads((out / "state.json").read_text())["identity"]["config"]
         config = NetAdaptConfig(**{**stored, **final})
     else:
         config = NetAdaptConfig(target=args.target, short_steps=args.short_steps, delta_fraction=args.delta,

@@ -169,7 +169,7 @@ def compile_race(args: argparse.Namespace, splits: DataSplits) -> None:
 
 def build(network: str, splits: DataSplits) -> nn.Module:
     from nas.models import build_model
-    from nas.spec import load_spec_arg
+    from nas.load import load_spec_arg
 
     data = splits.train
     spec = load_spec_arg(network, num_classes=data.num_classes, resolution=data.resolution[0],

@@ -20,22 +20,20 @@ Example (``experiments/fashion_mnist.yaml``)::
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from nas.config import (EXPORT_FORMATS, NetAdaptConfig, SettingError, TrainConfig, check_flag, check_number,
+                        check_seed, check_strategy_options, check_text, short)
 from nas.errors import NasError
-from nas.io import read_yaml
+from nas.io import check_output_dir, read_yaml
 from nas.reward import PRESETS, Reward
+from nas.spec import SearchSpace, load_space
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
-MAX_SEED = 2**32 - 1   # numpy's seeds
-MAX_COUNT = 10**9      # steps, trials, images
-MAX_BATCH = 1 << 16
-MAX_EPOCHS = 10**4
 LATENCY_SOURCES = ("table", "measure")
 OBJECTIVES = ("reward", "pareto")
 PRUNERS = ("none", "median", "hyperband")
@@ -45,6 +43,11 @@ class ExperimentError(NasError):
     """An invalid experiment file."""
 
 
+def check_threads_here(field: str, value: Any, optional: bool = True) -> None:
+    """Threads in an experiment: an integer from 1 to this machine's cores (more only oversubscribes it)."""
+    check_number(field, value, integer=True, minimum=1, maximum=os.cpu_count() or 1, optional=optional)
+
+
 @dataclass(frozen=True)
 class DataSection:
     name: str = "fashion-mnist"
@@ -52,6 +55,16 @@ class DataSection:
     val_fraction: float = 0.1
     subset: int | None = None
     seed: int = 0
+
+    def validate(self) -> None:
+        if not isinstance(self.name, str):
+            raise SettingError("name", f"expected a dataset name, got {short(self.name)}")
+        check_text("data_dir", self.data_dir, optional=True)
+        check_number("val_fraction", self.val_fraction, minimum=0, exclusive=True, optional=False)
+        if self.val_fraction >= 1:
+            raise SettingError("val_fraction", f"must be < 1, got {self.val_fraction}")
+        check_number("subset", self.subset, integer=True, minimum=1)
+        check_seed("seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,14 @@ class ProxySection:
     seed: int = 0
     pruner: str = "none"
 
+    def validate(self) -> None:
+        check_text("pruner", self.pruner, PRUNERS, what="pruner")
+        check_threads_here("threads", self.threads)
+
+    def config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, steps=self.steps, batch_size=self.batch_size, optimizer=self.optimizer,
+                           lr=self.lr, eval_every=self.eval_every, threads=self.threads, seed=self.seed)
+
 
 @dataclass(frozen=True)
 class LatencySection:
@@ -83,6 +104,19 @@ class LatencySection:
     threads: int = 1
     measure_best: bool = True
 
+    def validate(self) -> None:
+        check_text("source", self.source, LATENCY_SOURCES)
+        check_text("table", self.table, optional=True)
+        check_text("device", self.device)
+        check_flag("measure_best", self.measure_best)
+        if self.source == "table" and self.table is None:
+            raise SettingError("table", "missing (or set latency.source: measure)")
+        check_threads_here("threads", self.threads, optional=False)
+        if not self.device:
+            raise SettingError("device", "expected 'this' or a device id")
+        if self.source == "measure" and self.device != "this":
+            raise SettingError("source", "measure times candidates on this machine; it needs latency.device: this")
+
 
 @dataclass(frozen=True)
 class RewardSection:
@@ -92,6 +126,19 @@ class RewardSection:
     preset: str | None = "soft"
     alpha: float | None = None
     beta: float | None = None
+
+    def validate(self) -> None:
+        if self.target_ms is None:
+            raise SettingError("target_ms", "missing (the latency target T in ms)")
+        if self.target_ms != "baseline":
+            check_number("target_ms", self.target_ms, minimum=0, exclusive=True)
+        check_text("preset", self.preset, PRESETS, optional=True, what="preset")
+        if self.preset is None and (self.alpha is None or self.beta is None):
+            raise SettingError(None, "give a preset or both alpha and beta")
+        for key in ("alpha", "beta"):
+            check_number(key, getattr(self, key))
+            if getattr(self, key) is not None and getattr(self, key) > 0:
+                raise SettingError(key, f"must be <= 0, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -107,6 +154,17 @@ class SearchSection:
     baseline: bool = True
     options: dict = field(default_factory=dict)
 
+    def validate(self) -> None:
+        check_text("objectives", self.objectives, OBJECTIVES)
+        check_text("storage", self.storage, optional=True)
+        check_text("study", self.study, optional=True)
+        for key in ("constraint", "baseline"):
+            check_flag(key, getattr(self, key))
+        check_strategy_options(self.strategy, self.options)
+        check_number("n_trials", self.n_trials, integer=True, minimum=1, optional=False)
+        check_number("timeout_min", self.timeout_min, minimum=0, exclusive=True, maximum=10**9)
+        check_seed("seed", self.seed)
+
 
 @dataclass(frozen=True)
 class TrainSection:
@@ -118,6 +176,14 @@ class TrainSection:
     lr: float | None = None
     seed: int = 0
     threads: int | None = None
+
+    def validate(self) -> None:
+        check_number("epochs", self.epochs, optional=False)  # a full training has an epoch budget
+        check_threads_here("threads", self.threads)
+
+    def config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
+                           seed=self.seed, threads=self.threads, evaluate_test=True)
 
 
 @dataclass(frozen=True)
@@ -131,10 +197,28 @@ class NetAdaptSection:
     select: str = "ratio"
     subset: int | None = None
 
+    def validate(self) -> None:
+        check_number("subset", self.subset, integer=True, minimum=1)
+
+    def config(self, seed: int) -> NetAdaptConfig:
+        """NetAdapt's settings; it fine-tunes with the full training's ``seed``."""
+        target = self.target
+        if isinstance(target, (int, float)) and not isinstance(target, bool):
+            target = str(target)
+        return NetAdaptConfig(target=target, short_steps=self.short_steps, long_epochs=self.long_epochs,
+                              delta_fraction=self.delta_fraction, select=self.select, seed=seed)
+
 
 @dataclass(frozen=True)
 class ExportSection:
     formats: list = field(default_factory=lambda: ["onnx", "json"])
+
+    def validate(self) -> None:
+        if not isinstance(self.formats, list) or not self.formats:
+            raise SettingError("formats", "expected a non-empty list")
+        for fmt in self.formats:
+            if not isinstance(fmt, str) or fmt not in EXPORT_FORMATS:
+                raise SettingError("formats", f"unknown format {short(fmt)} (choose from: {', '.join(EXPORT_FORMATS)})")
 
 
 @dataclass(frozen=True)
@@ -142,6 +226,12 @@ class ReportSection:
     """Uniform width variants of the space's baseline trained with the same recipe for the report."""
 
     width_mults: list = field(default_factory=lambda: [0.75])
+
+    def validate(self) -> None:
+        if not isinstance(self.width_mults, list):
+            raise SettingError("width_mults", "expected a list of numbers")
+        for m in self.width_mults:
+            check_number("width_mults", m, minimum=0, exclusive=True)
 
 
 # The sections an experiment file may have: name -> dataclass (its fields are the allowed keys).
@@ -161,6 +251,9 @@ TOP_LEVEL = ("name", "space", "out")
 
 @dataclass(frozen=True)
 class Experiment:
+    """A validated experiment. The runtime settings are built once, here: ``proxy_config`` (proxy
+    training of each candidate), ``train_config`` (full training), ``netadapt_config``."""
+
     name: str
     space: Path
     out: Path
@@ -174,6 +267,22 @@ class Experiment:
     export: ExportSection = field(default_factory=ExportSection)
     report: ReportSection = field(default_factory=ReportSection)
     source: str = "<memory>"
+    proxy_config: TrainConfig = field(init=False, repr=False, compare=False)
+    train_config: TrainConfig = field(init=False, repr=False, compare=False)
+    netadapt_config: NetAdaptConfig = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in SECTIONS:
+            _in_section(self.source, name, getattr(self, name).validate)
+        built = {"proxy_config": _in_section(self.source, "proxy", self.proxy.config),
+                 "train_config": _in_section(self.source, "train", self.train.config),
+                 "netadapt_config": _in_section(self.source, "netadapt",
+                                                lambda: self.netadapt.config(self.train.seed))}
+        for key, value in built.items():
+            object.__setattr__(self, key, value)
+        if self.search.objectives == "pareto" and self.proxy.pruner != "none":
+            raise _fail(self.source, "proxy.pruner: pruners work with single-objective search only "
+                                     "(search.objectives: reward)")
 
     def reward_fn(self, target_ms: float | None = None) -> Reward:
         """The reward; ``target_ms`` is required when the file says ``target_ms: baseline``."""
@@ -190,9 +299,7 @@ class Experiment:
     def table_path(self) -> Path | None:
         return None if self.latency.table is None else Path(self.latency.table)
 
-    def load_space(self):
-        from nas.spec import load_space
-
+    def load_space(self) -> SearchSpace:
         return load_space(self.space)
 
     def replace(self, **sections: Any) -> "Experiment":
@@ -203,13 +310,31 @@ class Experiment:
                 changes[name] = _section(name, {**dataclasses.asdict(getattr(self, name)), **values}, self.source)
             else:
                 changes[name] = values
-        out = dataclasses.replace(self, **changes)
-        _check(out)
-        return out
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The experiment as the dict :func:`experiment_from_dict` reads (paths as strings)."""
+        data: dict[str, Any] = {"name": self.name, "space": str(self.space), "out": str(self.out)}
+        for name in SECTIONS:
+            data[name] = dataclasses.asdict(getattr(self, name))
+        return data
 
 
 def _fail(source: str, message: str) -> ExperimentError:
     return ExperimentError(f"{source}: {message}")
+
+
+def _in_section(source: str, section: str, build: Callable[[], Any]) -> Any:
+    """``build()``, its setting errors named ``source: section.field: problem``."""
+    try:
+        return build()
+    except SettingError as exc:
+        where = f"{section}.{exc.field}" if exc.field else section
+        raise _fail(source, f"{where}: {exc.problem}") from None
+    except ExperimentError:
+        raise
+    except NasError as exc:
+        raise _fail(source, f"{section}: {exc}") from None
 
 
 def _section(name: str, data: Any, source: str):
@@ -225,177 +350,6 @@ def _section(name: str, data: Any, source: str):
     return kind(**data)
 
 
-def _text(source: str, where: str, value: Any, choices: Any = None, optional: bool = False) -> None:
-    """``value`` is a string (one of ``choices`` when given), or None when ``optional``."""
-    if value is None and optional:
-        return
-    if not isinstance(value, str):
-        raise _fail(source, f"{where}: expected text, got {_short(value)}")
-    if choices is not None and value not in choices:
-        raise _fail(source, f"{where}: {_short(value)} is not one of {', '.join(choices)}")
-
-
-def _flag(source: str, where: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise _fail(source, f"{where}: expected true or false, got {_short(value)}")
-
-
-def _threads(source: str, where: str, value: Any, optional: bool = True) -> None:
-    """Threads: an integer from 1 to this machine's cores (more only oversubscribes the CPU)."""
-    _number(source, where, value, integer=True, minimum=1, maximum=os.cpu_count() or 1, optional=optional)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _number(source: str, where: str, value: Any, *, integer: bool = False, minimum: float | None = None,
-            exclusive: bool = False, optional: bool = True, maximum: float | None = None) -> None:
-    if value is None:
-        if optional:
-            return
-        raise _fail(source, f"{where}: missing")
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or (not integer and not math.isfinite(value)):
-        raise _fail(source, f"{where}: expected {'an integer' if integer else 'a finite number'}, got {_short(value)}")
-    if minimum is not None and (value <= minimum if exclusive else value < minimum):
-        raise _fail(source, f"{where}: must be {'>' if exclusive else '>='} {minimum}, got {_short(value)}")
-    if maximum is None:
-        maximum = MAX_COUNT if integer else None
-    if maximum is not None and value > maximum:
-        raise _fail(source, f"{where}: must be <= {maximum:,}, got {_short(value)}")
-
-
-def _check(exp: Experiment) -> None:
-    from nas.search import STRATEGIES
-
-    s = exp.source
-    d, p, lat, r, se = exp.data, exp.proxy, exp.latency, exp.reward, exp.search
-    if not isinstance(d.name, str):
-        raise _fail(s, f"data.name: expected a dataset name, got {_short(d.name)}")
-    _text(s, "data.data_dir", d.data_dir, optional=True)
-    _number(s, "data.val_fraction", d.val_fraction, minimum=0, exclusive=True, optional=False)
-    if d.val_fraction >= 1:
-        raise _fail(s, f"data.val_fraction: must be < 1, got {d.val_fraction}")
-    _number(s, "data.subset", d.subset, integer=True, minimum=1)
-    _number(s, "data.seed", d.seed, integer=True, minimum=0, maximum=MAX_SEED, optional=False)
-    if (p.steps is None) == (p.epochs is None):
-        raise _fail(s, "proxy: give exactly one budget, steps or epochs")
-    _number(s, "proxy.steps", p.steps, integer=True, minimum=1)
-    _number(s, "proxy.epochs", p.epochs, minimum=0, exclusive=True, maximum=MAX_EPOCHS)
-    _number(s, "proxy.batch_size", p.batch_size, integer=True, minimum=1, maximum=MAX_BATCH, optional=False)
-    _text(s, "proxy.optimizer", p.optimizer, ("sgd", "adamw"))
-    _number(s, "proxy.lr", p.lr, minimum=0, exclusive=True)
-    _number(s, "proxy.eval_every", p.eval_every, minimum=0, exclusive=True)
-    _threads(s, "proxy.threads", p.threads)
-    _number(s, "proxy.seed", p.seed, integer=True, minimum=0, maximum=MAX_SEED, optional=False)
-    _text(s, "proxy.pruner", p.pruner)
-    if p.pruner not in PRUNERS:
-        raise _fail(s, f"proxy.pruner: unknown pruner {p.pruner!r} (choose from: {', '.join(PRUNERS)})")
-    _text(s, "latency.source", lat.source)
-    _text(s, "latency.table", lat.table, optional=True)
-    _text(s, "latency.device", lat.device)
-    _flag(s, "latency.measure_best", lat.measure_best)
-    if lat.source not in LATENCY_SOURCES:
-        raise _fail(s, f"latency.source: {lat.source!r} is not one of {', '.join(LATENCY_SOURCES)}")
-    if lat.source == "table" and lat.table is None:
-        raise _fail(s, "latency.table: missing (or set latency.source: measure)")
-    _threads(s, "latency.threads", lat.threads, optional=False)
-    if not isinstance(lat.device, str) or not lat.device:
-        raise _fail(s, "latency.device: expected 'this' or a device id")
-    if lat.source == "measure" and lat.device != "this":
-        raise _fail(s, "latency.source: measure times candidates on this machine; it needs latency.device: this")
-    if r.target_ms is None:
-        raise _fail(s, "reward.target_ms: missing (the latency target T in ms)")
-    if r.target_ms != "baseline":
-        _number(s, "reward.target_ms", r.target_ms, minimum=0, exclusive=True)
-    _text(s, "reward.preset", r.preset, optional=True)
-    if r.preset is not None and r.preset not in PRESETS:
-        raise _fail(s, f"reward.preset: unknown preset {r.preset!r} (choose from: {', '.join(PRESETS)})")
-    if r.preset is None and (r.alpha is None or r.beta is None):
-        raise _fail(s, "reward: give a preset or both alpha and beta")
-    for key in ("alpha", "beta"):
-        _number(s, f"reward.{key}", getattr(r, key))
-        if getattr(r, key) is not None and getattr(r, key) > 0:
-            raise _fail(s, f"reward.{key}: must be <= 0, got {getattr(r, key)}")
-    _text(s, "search.strategy", se.strategy)
-    _text(s, "search.objectives", se.objectives)
-    _text(s, "search.storage", se.storage, optional=True)
-    _text(s, "search.study", se.study, optional=True)
-    for key in ("constraint", "baseline"):
-        _flag(s, f"search.{key}", getattr(se, key))
-    if se.strategy not in STRATEGIES:
-        raise _fail(s, f"search.strategy: unknown strategy {se.strategy!r} (choose from: {', '.join(STRATEGIES)})")
-    _number(s, "search.n_trials", se.n_trials, integer=True, minimum=1, optional=False)
-    _number(s, "search.timeout_min", se.timeout_min, minimum=0, exclusive=True, maximum=MAX_COUNT)
-    _number(s, "search.seed", se.seed, integer=True, minimum=0, maximum=MAX_SEED, optional=False)
-    if se.objectives not in OBJECTIVES:
-        raise _fail(s, f"search.objectives: {se.objectives!r} is not one of {', '.join(OBJECTIVES)}")
-    if se.objectives == "pareto" and p.pruner != "none":
-        raise _fail(s, "proxy.pruner: pruners work with single-objective search only (search.objectives: reward)")
-    if not isinstance(se.options, dict):
-        raise _fail(s, "search.options: expected a mapping")
-    _check_options(s, se.options, STRATEGIES[se.strategy].OPTIONS)
-    try:
-        STRATEGIES[se.strategy].check_options(se.options)
-    except NasError as exc:
-        raise _fail(s, f"search.options: {exc}") from None
-    _check_run_sections(exp)
-
-
-def _check_options(source: str, options: dict, defaults: dict) -> None:
-    """A strategy option has its default's type: an integer in [0, 10^6], true/false, or a finite
-    number (in [0, 1] for probabilities). Unknown names are the strategy's own check."""
-    for name, value in options.items():
-        if name not in defaults:
-            continue
-        default, where = defaults[name], f"search.options.{name}"
-        if isinstance(default, bool):
-            _flag(source, where, value)
-        elif isinstance(default, int):
-            _number(source, where, value, integer=True, minimum=0, maximum=10**6, optional=False)
-        else:
-            top = 1 if name.endswith("_prob") else None
-            _number(source, where, value, minimum=0, maximum=top)
-
-
-def _check_run_sections(exp: Experiment) -> None:
-    """The sections only ``nas run`` reads: train, netadapt, export, report."""
-    s, t, n = exp.source, exp.train, exp.netadapt
-    _number(s, "train.epochs", t.epochs, minimum=0, exclusive=True, maximum=MAX_EPOCHS, optional=False)
-    _number(s, "train.batch_size", t.batch_size, integer=True, minimum=1, maximum=MAX_BATCH, optional=False)
-    _number(s, "train.lr", t.lr, minimum=0, exclusive=True)
-    _number(s, "train.seed", t.seed, integer=True, minimum=0, maximum=MAX_SEED, optional=False)
-    _threads(s, "train.threads", t.threads)
-    _text(s, "train.optimizer", t.optimizer, ("sgd", "adamw"))
-    _number(s, "netadapt.short_steps", n.short_steps, integer=True, minimum=1, optional=False)
-    _number(s, "netadapt.long_epochs", n.long_epochs, minimum=0, maximum=MAX_EPOCHS, optional=False)
-    _number(s, "netadapt.delta_fraction", n.delta_fraction, minimum=0, exclusive=True, maximum=1, optional=False)
-    _text(s, "netadapt.select", n.select)
-    if not isinstance(n.target, (str, int, float)) or isinstance(n.target, bool):
-        raise _fail(s, f"netadapt.target: expected a fraction (0.8) or milliseconds ('3.5ms'), got {_short(n.target)}")
-    _number(s, "netadapt.subset", n.subset, integer=True, minimum=1)
-    from nas.netadapt import NetAdaptConfig
-
-    try:
-        NetAdaptConfig(target=str(n.target), short_steps=n.short_steps, long_epochs=n.long_epochs,
-                       delta_fraction=n.delta_fraction, select=n.select)
-    except NasError as exc:
-        raise _fail(s, f"netadapt: {exc}") from None
-    from nas.export import FORMATS
-
-    if not isinstance(exp.export.formats, list) or not exp.export.formats:
-        raise _fail(s, "export.formats: expected a non-empty list")
-    for fmt in exp.export.formats:
-        if not isinstance(fmt, str) or fmt not in FORMATS:
-            raise _fail(s, f"export.formats: unknown format {_short(fmt)} (choose from: {', '.join(FORMATS)})")
-    if not isinstance(exp.report.width_mults, list):
-        raise _fail(s, "report.width_mults: expected a list of numbers")
-    for m in exp.report.width_mults:
-        _number(s, "report.width_mults", m, minimum=0, exclusive=True)
-
-
 def experiment_from_dict(data: Any, source: str = "<memory>", base_dir: str | Path = ".") -> Experiment:
     """Validate a parsed experiment; relative paths are resolved against ``base_dir``."""
     if not isinstance(data, dict):
@@ -409,7 +363,7 @@ def experiment_from_dict(data: Any, source: str = "<memory>", base_dir: str | Pa
     base = Path(base_dir)
     name = data.get("name") or Path(source).stem
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise _fail(source, f"name: expected 1 to 100 ASCII letters, digits, '-' or '_', got {_short(name)}")
+        raise _fail(source, f"name: expected 1 to 100 ASCII letters, digits, '-' or '_', got {short(name)}")
     if not isinstance(data["space"], str):
         raise _fail(source, "space: expected a path to a search-space YAML file")
     resolve = lambda p: p if p is None else str(base / p)  # noqa: E731
@@ -423,9 +377,7 @@ def experiment_from_dict(data: Any, source: str = "<memory>", base_dir: str | Pa
     out = data.get("out", f"runs/{name}")
     if not isinstance(out, str):
         raise _fail(source, "out: expected a folder path")
-    exp = Experiment(name=name, space=base / data["space"], out=base / out, source=source, **sections)
-    _check(exp)
-    return exp
+    return Experiment(name=name, space=base / data["space"], out=base / out, source=source, **sections)
 
 
 def load_experiment(path: str | Path, check_files: bool = True) -> Experiment:
@@ -442,8 +394,6 @@ def check_experiment_files(exp: Experiment) -> None:
     """The space loads; a latency table named directly exists and was built for this space (a space's
     folder of tables is resolved when the experiment runs: this machine's table may be built then); the
     output folder can take outputs (checked before any work, :func:`nas.io.check_output_dir`)."""
-    from nas.io import check_output_dir
-
     try:
         check_output_dir(exp.out)
     except NasError as exc:

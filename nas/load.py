@@ -1,4 +1,5 @@
-"""Load a network back: ``nas.load(PATH) -> (spec, model)``.
+"""Load a network back: ``nas.load(PATH) -> (spec, model)``; a command-line argument as a spec
+(:func:`load_spec_arg`).
 
 PATH is a checkpoint written by ``nas train`` (its trained weights), a run folder holding
 ``checkpoint.pt`` (and ``spec.json``, which must agree with it), a spec JSON file, a spec string or
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError
+from nas.io import MAX_JSON_BYTES, read_text_bounded
+from nas.spec import NAMED_NETWORKS, ArchSpec, SpecError, load_space, named_spec
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
@@ -46,7 +49,6 @@ def load_source(path: str | Path, seed: int = 0) -> Loaded:
     if checkpoint is not None:
         return _load_checkpoint(checkpoint, Path(path))
     from nas.models import build_model
-    from nas.spec import load_spec_arg
 
     spec = load_spec_arg(str(path))
     model = build_model(spec, seed=seed).eval()
@@ -78,11 +80,9 @@ def _checkpoint_path(path: Path) -> Path | None:
 
 def _load_checkpoint(checkpoint: Path, given: Path) -> Loaded:
     from nas.models import build_model
-    from nas.spec.resolve import check_checkpoint_file
     from nas.train import check_state_dict, load_checkpoint
 
-    check_checkpoint_file(checkpoint)  # a regular file within the size limit
-    saved = load_checkpoint(checkpoint)  # weights_only=True; refuses pickled objects
+    saved = load_checkpoint(checkpoint)  # a regular file within the size limit  # weights_only=True; refuses pickled objects
     if given.is_dir() and (given / "spec.json").is_file():
         _check_run_spec(given / "spec.json", saved.spec, checkpoint)
     model = build_model(saved.spec)
@@ -102,3 +102,59 @@ def _check_run_spec(spec_file: Path, spec: Any, checkpoint: Path) -> None:
         raise NasError(f"{spec_file}: {exc}") from None
     if written.hash != spec.hash:
         raise NasError(f"{spec_file} (spec {written.hash}) does not match {checkpoint} (spec {spec.hash})")
+
+
+# --- a command-line argument as a spec ---------------------------------------------------------------
+
+MAX_ARG_CHARS = 1 << 16
+
+
+def load_spec_arg(arg: str, *, width_mult: float | None = None, num_classes: int | None = None,
+                  resolution: int | None = None, in_channels: int | None = None) -> ArchSpec:
+    """Resolve NAME | SPEC.json | SPACE.yaml | CHECKPOINT.pt | 'in224x3 stem_... clsK'."""
+    if not isinstance(arg, str) or len(arg) > MAX_ARG_CHARS or "\x00" in arg:
+        raise SpecError("network: expected a name, a file or a spec string (no NUL byte, at most 64 KiB)")
+    if arg in NAMED_NETWORKS:
+        return named_spec(arg, width_mult=width_mult, num_classes=num_classes, resolution=resolution,
+                          in_channels=in_channels)
+    path = Path(arg)
+    if arg.lstrip().startswith("in") and "stem_" in arg:
+        spec = ArchSpec.from_string(arg)
+    elif path.suffix in (".json", ".yaml", ".yml", ".pt", ".pth") or _exists(path):
+        spec = _spec_from_file(path)
+    else:
+        raise SpecError(f"unknown network {arg!r}: not a named network ({', '.join(NAMED_NETWORKS)}), "
+                        f"not an existing file, not a spec string")
+    if width_mult is not None and width_mult != 1.0:
+        raise SpecError("--width-mult applies to named networks only")
+    return spec.with_io(resolution=resolution, in_channels=in_channels, num_classes=num_classes)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for a file
+        return False
+
+
+def _spec_from_file(path: Path) -> ArchSpec:
+    if not _is_file(path):
+        raise SpecError(f"file not found: {path}")
+    if path.suffix in (".yaml", ".yml"):
+        return load_space(path).baseline
+    if path.suffix in (".pt", ".pth"):
+        from nas.train.checkpoint import load_checkpoint  # torch only when a checkpoint is given
+
+        return load_checkpoint(path).spec
+    text = read_text_bounded(path, SpecError, "spec file", MAX_JSON_BYTES)
+    try:
+        return ArchSpec.from_json(text)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False

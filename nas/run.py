@@ -82,14 +82,6 @@ def read_stage_seconds(out: Path) -> dict[str, float]:
 
 # --- the stages ------------------------------------------------------------------------------------
 
-def _train_config(exp: Experiment, evaluate_test: bool = True):
-    from nas.train import TrainConfig
-
-    t = exp.train
-    return TrainConfig(epochs=t.epochs, batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, seed=t.seed,
-                       threads=t.threads, evaluate_test=evaluate_test)
-
-
 def _data_kwargs(exp: Experiment) -> dict:
     d = exp.data
     return {"data": d.name, "data_dir": d.data_dir, "val_fraction": d.val_fraction, "data_seed": d.seed}
@@ -111,7 +103,7 @@ def train_spec(exp: Experiment, spec: ArchSpec, folder: Path, progress: bool) ->
     """Full training with the experiment's recipe; writes checkpoint, spec and metrics to ``folder``."""
     from nas.train import train_network
 
-    report = train_network(spec, config=_train_config(exp), out=folder, progress=progress, **_data_kwargs(exp))
+    report = train_network(spec, config=exp.train_config, out=folder, progress=progress, **_data_kwargs(exp))
     return {"spec": spec.to_string(), "checkpoint": str(folder / "checkpoint.pt"),
             "val_acc": report.result.val_acc, "test_acc": report.result.test_acc,
             "seconds": report.result.seconds}
@@ -123,14 +115,12 @@ def stage_train(exp: Experiment, best: ArchSpec, progress: bool) -> Callable[[Pa
 
 def stage_netadapt(exp: Experiment, checkpoint: str, progress: bool) -> Callable[[Path], dict]:
     def work(folder: Path) -> dict:
-        from nas.netadapt import NetAdaptConfig, netadapt_checkpoint
+        from nas.netadapt import netadapt_checkpoint
         from nas.netadapt.loop import OVERLAY
         from nas.train import evaluate, load_model
 
         n = exp.netadapt
-        config = NetAdaptConfig(target=str(n.target), short_steps=n.short_steps, long_epochs=n.long_epochs,
-                                delta_fraction=n.delta_fraction, select=n.select, seed=exp.train.seed)
-        result = netadapt_checkpoint(checkpoint, exp.latency.table, config, folder, data=exp.data.name,
+        result = netadapt_checkpoint(checkpoint, exp.latency.table, exp.netadapt_config, folder, data=exp.data.name,
                                      data_dir=exp.data.data_dir, subset=n.subset, progress=progress,
                                      overlay=folder.parent / OVERLAY,
                                      threads=exp.train.threads, val_fraction=exp.data.val_fraction,
@@ -331,6 +321,9 @@ def run_experiment(exp: Experiment, progress: bool = True, log: Callable[[str], 
     """Run (or resume) every stage of ``exp`` and write ``report.md`` in its output folder."""
     if exp.latency.table is None:
         raise NasError("nas run needs latency.table in the experiment (NetAdapt and the report use it)")
+    from nas.search.runner import check_strategy
+
+    check_strategy(exp)  # the strategy's own option rules, before the table is built
     out = Path(exp.out)
     out.mkdir(parents=True, exist_ok=True)
     exp = resolve_table_stage(exp, out, progress)

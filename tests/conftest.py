@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,6 +15,21 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "nas", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=full_env)
+
+
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """Run ``nas ARGS`` in this process (its graphs timed on the test's clock); the result reads like
+    :func:`run_cli`'s."""
+    from nas.cli import main
+
+    capsys.readouterr()
+    with contextlib.chdir(ROOT):  # relative paths as for run_cli
+        try:
+            status = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's refusals
+            status = exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["nas", *map(str, args)], status, out, err)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -68,3 +84,114 @@ def tiny_test_experiment(tmp_path, fashion_tables) -> Path:
     path = tmp_path / "tiny_test.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+
+# --- no real timing in the fast tier ------------------------------------------------------------------
+
+class FakeLatencyClock:
+    """Stands in for the ``time`` module of :mod:`nas.latency.standalone_measure` while ``on``: the
+    clock moves only when a graph "runs", by a cost that grows with the graph's size in bytes (a
+    wider or deeper network costs more) with a small deterministic jitter, so that measurements are
+    repeatable and cost no timing runs. Off (a ``slow`` test, or :func:`real_timing`), it is the
+    real clock and graphs run for real."""
+
+    BASE_NS = 20_000
+
+    def __init__(self):
+        import time
+
+        self.real, self.now, self.calls, self.on = time, 0, 0, True
+
+    def perf_counter_ns(self) -> int:
+        return self.now if self.on else self.real.perf_counter_ns()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def advance(self, cost_ns: int) -> None:
+        self.calls += 1
+        jitter = ((self.calls * 7919) % 13 - 6) / 600  # within +-1 %
+        self.now += int(cost_ns * (1 + jitter))
+
+
+FAKE_CLOCK = FakeLatencyClock()
+
+
+@contextlib.contextmanager
+def real_timing():
+    """Time graphs for real inside the block (for a fixture that a ``slow`` test needs real)."""
+    saved, FAKE_CLOCK.on = FAKE_CLOCK.on, False
+    try:
+        yield
+    finally:
+        FAKE_CLOCK.on = saved
+
+
+def _zeros_for(session):
+    import numpy as np
+
+    shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
+    return np.zeros(shape, dtype=np.float32)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fake_latency_clock_installed():
+    """Installs :data:`FAKE_CLOCK` for the session: onnxruntime sessions are still made (and each
+    runs once, so a graph that cannot execute still fails), but while the clock is on, durations
+    come from it. Fixtures of any scope are built with it on, unless they use :func:`real_timing`."""
+    import nas.latency.measure as measure
+    import nas.latency.runtimes as runtimes
+    import nas.latency.standalone_measure as sm
+
+    real_session, real_ort_runner, real_torch_runner = sm.ort_session, sm.ort_runner, measure.torch_runner
+    costs: dict[int, int] = {}
+
+    def session(model, threads):
+        made = real_session(model, threads)
+        size = len(model) if isinstance(model, (bytes, bytearray)) else os.path.getsize(model)
+        costs[id(made)] = FAKE_CLOCK.BASE_NS + size
+        return made
+
+    def ort_runner(made, seed=0):
+        real = real_ort_runner(made, seed)
+        ran = []
+
+        def run():
+            if not FAKE_CLOCK.on:
+                return real()
+            if not ran:
+                made.run(None, {made.get_inputs()[0].name: _zeros_for(made)})
+                ran.append(True)
+            FAKE_CLOCK.advance(costs.get(id(made), FAKE_CLOCK.BASE_NS))
+        return run
+
+    def torch_runner(module, input_shape, threads, seed=0):
+        real = real_torch_runner(module, input_shape, threads, seed)
+        size = 4 * sum(p.numel() for p in module.parameters())
+
+        def run():
+            if not FAKE_CLOCK.on:
+                return real()
+            FAKE_CLOCK.advance(FAKE_CLOCK.BASE_NS + size)
+        return run
+
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (sm, runtimes):
+            patch.setattr(module, "ort_session", session)
+            patch.setattr(module, "ort_runner", ort_runner)
+        patch.setattr(measure, "torch_runner", torch_runner)
+        patch.setattr(sm, "time", FAKE_CLOCK)
+        measure._reference_runner.cache_clear()
+        yield FAKE_CLOCK
+        measure._reference_runner.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def fake_latency_clock(request):
+    """The fast tier never times a graph for real: the clock is on except in ``slow`` tests. (A
+    process a test starts times for real: such tests are ``slow``.)"""
+    saved = FAKE_CLOCK.on
+    FAKE_CLOCK.on = request.node.get_closest_marker("slow") is None
+    yield FAKE_CLOCK
+    FAKE_CLOCK.on = saved

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_main
 
 
 def test_show_large_json():
@@ -23,21 +23,21 @@ def test_show_small_table_and_options():
     assert out["spec"]["num_classes"] == 10 and out["spec"]["in_channels"] == 1 and out["spec"]["resolution"] == 32
 
 
-def test_sample_then_show_keeps_hash(tmp_path, space_file):
-    res = run_cli("arch", "sample", space_file, "--seed", "5", "--json")
+def test_sample_then_show_keeps_hash(tmp_path, space_file, capsys):
+    res = run_main(capsys, "arch", "sample", space_file, "--seed", "5", "--json")
     assert res.returncode == 0, res.stderr
     path = tmp_path / "spec.json"
     path.write_text(res.stdout)
-    shown = json.loads(run_cli("arch", "show", path, "--json").stdout)
+    shown = json.loads(run_main(capsys, "arch", "show", path, "--json").stdout)
     from nas.spec import ArchSpec
 
     assert shown["hash"] == ArchSpec.from_json(res.stdout).hash
-    string = run_cli("arch", "sample", space_file, "--seed", "5").stdout.strip()
-    assert json.loads(run_cli("arch", "show", string, "--json").stdout)["hash"] == shown["hash"]
+    string = run_main(capsys, "arch", "sample", space_file, "--seed", "5").stdout.strip()
+    assert json.loads(run_main(capsys, "arch", "show", string, "--json").stdout)["hash"] == shown["hash"]
 
 
-def test_show_space_baseline(space_file):
-    res = run_cli("arch", "show", space_file)
+def test_show_space_baseline(space_file, capsys):
+    res = run_main(capsys, "arch", "show", space_file)
     assert res.returncode == 0, res.stderr
     assert "bneck" in res.stdout and "params" in res.stdout
 
@@ -67,8 +67,8 @@ def _bad_spec(tmp_path, **block0):
     (lambda tmp: ["arch", "sample", "missing.yaml", "--seed", "1"], "space file not found"),
     (lambda tmp: ["arch", "show", "mobilenetv3-small", "--width-mult", "abc"], "expected a finite number"),
 ])
-def test_bad_input_one_line_exit_2(tmp_path, make_args, fragment):
-    assert_one_line_error(run_cli(*make_args(tmp_path)), fragment)
+def test_bad_input_one_line_exit_2(tmp_path, make_args, fragment, capsys):
+    assert_one_line_error(run_main(capsys, *make_args(tmp_path)), fragment)  # fresh processes: test_hostile_cli
 
 
 def _write(tmp, name, text):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, assert_one_line_error, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli, run_main
 from nas.errors import NasError
 from nas.io import check_output_dir, write_json_atomic, write_text_atomic
 from nas.redact import forget, redact, scrub
@@ -118,8 +118,8 @@ def test_oversized_space_file_refused_before_reading(tmp_path):
     (["lut", "build", "--space", "search_spaces/fashion_mnist.yaml", "--threads", "100000", "--out", "/tmp/x"],
      "must be between 1 and 4,096"),
 ])
-def test_bad_numbers_are_one_line(args, fragment):
-    assert_one_line_error(run_cli(*args), fragment)
+def test_bad_numbers_are_one_line(args, fragment, capsys):
+    assert_one_line_error(run_main(capsys, *args), fragment)  # a fresh process: tests/test_hostile_cli.py
 
 
 def test_threads_above_cores_need_force():
@@ -204,13 +204,10 @@ def test_driver_message_echoing_part_of_the_password_is_scrubbed():
 @pytest.mark.slow
 @pytest.mark.parametrize("url", ["postgresql://nas:pa@ss@127.0.0.1:1/db",
                                  "postgresql://nas@127.0.0.1:1/db?password=hunter2secret"])
-def test_no_secret_on_stderr(tmp_path, url):
-    exp = tmp_path / "exp.yaml"
-    exp.write_text((ROOT / "experiments" / "tiny_test.yaml").read_text()
-                   .replace("../search_spaces", str(ROOT / "search_spaces"))
-                   .replace("../latency_tables", str(ROOT / "latency_tables"))
-                   .replace("../runs/tiny_test", str(tmp_path / "run")))
-    result = run_cli("search", exp, "--storage", url, "--evaluator", "synthetic", "--trials", "1", "--no-measure")
+def test_no_secret_on_stderr(tmp_path, url, tiny_test_experiment):
+    exp = tiny_test_experiment  # its table folder holds this machine's table: nothing is built
+    result = run_cli("search", exp, "--storage", url, "--evaluator", "synthetic", "--trials", "1", "--no-measure",
+                     "--out", tmp_path / "run")
     assert result.returncode == 2, result.stderr
     for secret in ("pa@ss", "ss@127", "hunter2secret"):
         assert secret not in result.stderr and secret not in result.stdout

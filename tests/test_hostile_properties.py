@@ -18,7 +18,7 @@ from nas.experiment import Experiment, experiment_from_dict, load_experiment
 from nas.io import parse_yaml
 from nas.latency.standalone_measure import ManifestError, check_manifest, read_results
 from nas.spec import ArchSpec, SearchSpace, load_space, mobilenetv3_small
-from nas.spec.codec import decode_spec
+from nas.spec.arch import decode_spec
 from nas.spec.space import SpaceError, space_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import pytest
 from nas.latency import MeasureConfig, build_table, load_predictor, load_table, space_unit_keys
 from nas.latency.table import ENTRIES, META
 from nas.spec import load_space
-from tests.conftest import ROOT, assert_one_line_error, run_cli
+from tests.conftest import ROOT, assert_one_line_error, run_cli, run_main
 from tests.latency_helpers import FAST, OTHER_SPACE, write_space
 
 FAST_ARGS = ["--no-progress"]
@@ -87,6 +87,7 @@ finally:
 """
 
 
+@pytest.mark.slow  # the device process times every unit for real
 def test_export_measure_without_torch_then_import(built, tmp_path):
     root, space_path, _ = built
     kernels = tmp_path / "kernels"
@@ -113,21 +114,30 @@ def test_export_measure_without_torch_then_import(built, tmp_path):
     assert predictor.predict(load_space(space_path).baseline) > 0
 
 
-def test_predict_and_measure_json(built):
+def test_predict_and_measure_json(built, capsys):
     root, space_path, table = built
     spec = load_space(space_path).baseline
     result = run_cli("latency", "predict", table, spec.to_string(), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["predicted_ms"] == pytest.approx(load_predictor(table).predict(spec))
+    result = run_main(capsys, "latency", "measure", spec.to_string(), "--json")  # on the fake clock
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["runs"] >= 100 and 0 < out["iqr_ms"] and 0 < out["median_ms"] < 10
+
+
+@pytest.mark.slow
+def test_measure_times_for_real_in_a_fresh_process(built):
+    spec = load_space(built[1]).baseline
     result = run_cli("latency", "measure", spec.to_string(), "--json", env=ENV)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["runs"] >= 100 and 0 < out["iqr_ms"] and 0 < out["median_ms"] < 10
 
 
-def test_validate_writes_csv_png_and_json(built, tmp_path):
+def test_validate_writes_csv_png_and_json(built, tmp_path, capsys):
     _, _, table = built
-    result = run_cli("lut", "validate", table, "--samples", "6", "--seed", "3", "--out", tmp_path, "--json", env=ENV)
+    result = run_main(capsys, "lut", "validate", table, "--samples", "6", "--seed", "3", "--out", tmp_path, "--json")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     for key in ("within_5", "within_10", "mape", "spearman", "madds_within_10", "madds_spearman"):

@@ -3,6 +3,7 @@ server is up: NAS_TEST_POSTGRES_URL or the .ci/run one), and the private-Optuna-
 
 import importlib
 import inspect
+import os
 import uuid
 
 import optuna
@@ -40,8 +41,26 @@ KINDS = ["memory", "journal", "journal+heartbeat", "sqlite", "sqlite+heartbeat",
          "postgresql+heartbeat"]
 
 
+@pytest.fixture
+def fast_dir(tmp_path):
+    """A folder in memory (/dev/shm) where there is one, else ``tmp_path``: SQLite's and the journal's
+    syncs to disk are most of the conformance suite's time and none of what it checks."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    folder = Path(tempfile.mkdtemp(dir=shm, prefix="nas-storage-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(params=KINDS)
-def storage(request, tmp_path):
+def storage(request, fast_dir):
+    tmp_path = fast_dir
     kind = request.param
     heartbeat = HEARTBEAT if kind.endswith("+heartbeat") else None
     cleanup = None

@@ -89,8 +89,9 @@ def test_deterministic_under_a_seed(experiment, strategy):
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_resume_after_interruption(experiment, strategy, tmp_path):
     storage = f"journal:{tmp_path / 'journal.log'}"
+    experiment = experiment.replace(search={"n_trials": 5})  # a journal file writes slowly: few trials
     with pytest.raises(KeyboardInterrupt):
-        run(experiment, strategy, storage, Counting(interrupt_at=5))
+        run(experiment, strategy, storage, Counting(interrupt_at=3))
     study = optuna.load_study(study_name=f"contract-{strategy}",
                               storage=optuna.storages.JournalStorage(
                                   optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))))
@@ -99,7 +100,7 @@ def test_resume_after_interruption(experiment, strategy, tmp_path):
     assert len(failed) == 1 and len(before) >= 1
     result = run(experiment, strategy, storage)
     trials = result.study.get_trials(deepcopy=False)
-    assert result.n_trials == N
+    assert result.n_trials == 5
     assert {t.number: t.user_attrs["hash"] for t in trials if t.number in before} == before  # nothing lost
     retry = [t for t in trials if t.user_attrs.get("retry_of") == failed[0].number]
     assert len(retry) == 1 and retry[0].params == failed[0].params and retry[0].state == TrialState.COMPLETE
@@ -189,3 +190,9 @@ def test_a_corrupt_stored_sampler_state_stops_the_search_before_any_trial(experi
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))))
     assert [(t.number, t.state, t.params) for t in after.get_trials()] == before
     assert study_system_attrs(after)[key] == {"format": "something else"}
+
+
+def test_every_strategy_has_its_options_in_the_settings():
+    from nas.config import STRATEGY_OPTIONS
+
+    assert {name: cls.OPTIONS for name, cls in STRATEGIES.items()} == STRATEGY_OPTIONS

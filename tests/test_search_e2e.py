@@ -1,6 +1,7 @@
 """The real pipeline (Fashion-MNIST, training, the shipped table) on a seconds-long budget:
 SIGKILL mid-search, rerun, results; and optuna-dashboard reading a finished study over HTTP."""
 
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,18 @@ def load(db: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
 
 
+def study_exists(db: Path, name: str) -> bool:
+    """Read-only look at the database: opening it with Optuna while the search is creating its schema
+    would race it (both would write the schema version)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return con.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone() is not None
+    except sqlite3.Error:
+        return False
+
+
 def test_sigkill_mid_search_then_rerun_loses_at_most_that_trial(tmp_path, tiny_test_experiment):
     import yaml
 
@@ -35,15 +48,14 @@ def test_sigkill_mid_search_then_rerun_loses_at_most_that_trial(tmp_path, tiny_t
     TINY.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "nas", "search", str(TINY), "--out", str(out), "--trials", "3", "--no-measure"]
-    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    errors = tmp_path / "search.stderr"  # shown when the search ends before it could be killed
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=errors.open("w"))
     db, deadline, killed_in = out / "study.db", time.monotonic() + 120, None
     try:
         while time.monotonic() < deadline and child.poll() is None:
-            if db.exists():
-                try:
-                    trials = load(db, "tiny_test-random").get_trials(deepcopy=False)
-                except Exception:  # the study may not exist yet
-                    trials = []
+            if study_exists(db, "tiny_test-random"):
+                trials = load(db, "tiny_test-random").get_trials(deepcopy=False)
                 complete = [t for t in trials if t.state == TrialState.COMPLETE]
                 running = [t for t in trials if t.state == TrialState.RUNNING]
                 if complete and running:
@@ -54,7 +66,7 @@ def test_sigkill_mid_search_then_rerun_loses_at_most_that_trial(tmp_path, tiny_t
     finally:
         child.kill()
         child.wait()
-    assert killed_in is not None, "the search finished or stalled before it could be killed"
+    assert killed_in is not None, f"the search finished or stalled before it could be killed: {errors.read_text()}"
     kept = {t.number: t.user_attrs["hash"] for t in load(db, "tiny_test-random").get_trials(states=(TrialState.COMPLETE,))}
 
     result = run_cli("search", TINY, "--out", out, "--trials", "3", "--json")

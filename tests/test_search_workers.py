@@ -59,11 +59,15 @@ def start_worker(config_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+KILL_TRIALS = 10  # 3 finished before the kill, the killed one re-run after the grace period, both workers busy
+
+
 def kill_one_worker_mid_search(storage_url, tmp_path, strategy="random"):
     study_name = f"workers-{uuid.uuid4().hex[:8]}"
     data = experiment_dict(strategy=strategy)
     data["out"] = str(tmp_path / "out")
-    config = {"experiment": data, "strategy": strategy, "n_trials": 20, "timeout_min": None, "storage": storage_url,
+    config = {"experiment": data, "strategy": strategy, "n_trials": KILL_TRIALS, "timeout_min": None,
+              "storage": storage_url,
               "study": study_name, "evaluator": "synthetic:1.5",
               "heartbeat": {"interval": 1, "grace": 3, "max_retry": 3}}
     path = tmp_path / "worker.json"
@@ -112,7 +116,7 @@ def storage(url):
 def check_outcome(study, killed, survivor_pid):
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 20
+    assert len(complete) == KILL_TRIALS
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     trained = [t.user_attrs["hash"] for t in complete if not t.user_attrs.get("cached")]
     assert len(trained) == len(set(trained))  # no architecture trained twice
@@ -134,6 +138,7 @@ def test_two_workers_on_a_journal_file_one_killed(tmp_path):
     check_outcome(*kill_one_worker_mid_search(f"journal:{tmp_path / 'journal.log'}", tmp_path, strategy="rl"))
 
 
+@pytest.mark.slow  # three processes
 def test_cli_workers_on_a_journal_file(tmp_path):
     exp = write_experiment(tmp_path)
     journal = tmp_path / "study.journal"

@@ -54,9 +54,9 @@ def fast_config(**changes) -> TrainConfig:
     (dict(epochs=-1), "epochs"),
     (dict(steps=0), "steps"),
     (dict(steps=2, optimizer="rmsprop"), "optimizer"),
-    (dict(steps=2, lr=-1.0), "learning rate"),
+    (dict(steps=2, lr=-1.0), "lr: must be > 0"),
     (dict(steps=2, batch_size=0), "batch_size"),
-    (dict(steps=2, label_smoothing=1.0), "label smoothing"),
+    (dict(steps=2, label_smoothing=1.0), "label_smoothing: must be < 1"),
     (dict(steps=2, eval_every=0), "eval_every"),
 ])
 def test_config_validation(kwargs, match):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from nas.cli import args as A
-from nas.spec import ArchSpec, count_madds, count_params, layer_table, load_spec_arg, load_space
+from nas.load import load_spec_arg
+from nas.spec import ArchSpec, count_madds, count_params, layer_table, load_space
 
 from nas.spec.arch import MAX_CHANNELS, MAX_CLASSES, MAX_RESOLUTION
 

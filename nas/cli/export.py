@@ -8,7 +8,7 @@ from nas.cli import args as A
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from nas.export.pipeline import FORMATS
+    from nas.config import EXPORT_FORMATS as FORMATS
 
     p = sub.add_parser("export", help="export a network (ONNX, TorchScript, int8 ONNX, JSON) with a model card",
                        description="SOURCE is a checkpoint (its trained weights), a run folder of `nas train --out`, "

@@ -37,7 +37,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from nas.latency import load_predictor
     from nas.latency.catalog import resolve_table
     from nas.latency.remote import is_device_url
-    from nas.spec import load_spec_arg
+    from nas.load import load_spec_arg
 
     spec = load_spec_arg(args.spec)
     if is_device_url(args.device):  # the server's device is "this" device within the block
@@ -70,7 +70,7 @@ def _measure(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency import MeasureConfig, measure_onnx, measure_spec
     from nas.latency.device import this_device
-    from nas.spec import load_spec_arg
+    from nas.load import load_spec_arg
 
     config = MeasureConfig(runtime=args.runtime, threads=args.threads)
     if args.model.endswith(".onnx"):

@@ -97,7 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _inputs(args: argparse.Namespace):
-    from nas.spec import load_spec_arg, load_space
+    from nas.load import load_spec_arg
+    from nas.spec import load_space
 
     space = load_space(args.space) if args.space else None
     specs = [load_spec_arg(s) for s in args.spec]

@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def resolve_spec(network: str, data, width_mult: float | None):
     """Named networks are adapted to ``data``; files and spec strings (``data`` None) are taken as they are."""
-    from nas.spec import NAMED_NETWORKS, load_spec_arg
+    from nas.load import load_spec_arg
+    from nas.spec import NAMED_NETWORKS
 
     if network not in NAMED_NETWORKS:
         return load_spec_arg(network, width_mult=width_mult)

@@ -56,13 +56,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 def session(path: str | Path, threads: int = 1) -> Any:
     """An onnxruntime CPU session with explicit thread counts (for checks and accuracy, not timing;
     latency is measured by :mod:`nas.latency`)."""
-    import onnxruntime as ort
+    from nas.latency.standalone_measure import ort_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort_session(str(path), threads)
 
 
 def run_onnx(sess: Any, x: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.config import EXPORT_FORMATS
 from nas.errors import NasError
 from nas.io import atomic_path, check_output_dir
 from nas.export.card import CARD_FORMAT, machine_info, write_card
@@ -26,7 +27,7 @@ from nas.export.onnx import OPSET, TOLERANCE, check_onnx, export_onnx
 from nas.export.quantize import QuantConfig, describe, onnx_predictions, quantize_int8
 from nas.export.torchscript import check_torchscript, export_torchscript
 
-FORMATS = ("json", "onnx", "torchscript", "onnx-int8")
+FORMATS = EXPORT_FORMATS
 FILE_NAMES = {"json": "spec.json", "onnx": "model.onnx", "torchscript": "model.torchscript.pt",
               "onnx-int8": "model.int8.onnx"}
 LITTLE_GAIN = 1.15  # int8 speed-ups below this are reported as "gains little"

@@ -22,18 +22,15 @@ def to_onnx(module: "nn.Module", input_shape: tuple[int, ...], target: str | Pat
     import torch
 
     from nas.io import write_bytes_atomic
+    from nas.threads import torch_threads
 
     buffer = io.BytesIO()
     axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tracing runs a forward pass; one thread is 4x faster for the tiny unit graphs
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated
-            torch.onnx.export(module.eval(), (torch.zeros(input_shape),), buffer, dynamo=False, opset_version=OPSET,
-                              input_names=[input_name], output_names=[output_name], dynamic_axes=axes)
-    finally:
-        torch.set_num_threads(threads)
+    # tracing runs a forward pass; one thread is 4x faster for the tiny unit graphs
+    with torch_threads(1), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated
+        torch.onnx.export(module.eval(), (torch.zeros(input_shape),), buffer, dynamo=False, opset_version=OPSET,
+                          input_names=[input_name], output_names=[output_name], dynamic_axes=axes)
     data = buffer.getvalue()
     if target is not None:
         write_bytes_atomic(target, data)

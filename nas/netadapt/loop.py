@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
 import shutil
 import sys
 import time
@@ -29,113 +27,26 @@ from typing import Any, Callable
 import pandas as pd
 import torch
 
+from nas.config import NetAdaptConfig, Target  # noqa: F401  (NetAdaptConfig: re-exported)
 from nas.errors import NasError
-from nas.io import write_text_atomic
+from nas.io import atomic_path, write_text_atomic
 from nas.netadapt.inherit import shrink_model
 from nas.netadapt.proposals import Predictor, Proposal, all_candidates, make_proposals, smallest_reachable
 from nas.spec.arch import ArchSpec
 
-STATE_FORMAT = "nas-netadapt/1"
-SELECTIONS = ("ratio", "accuracy")
+STATE_FORMAT = "nas-netadapt/2"  # 2: the optimizer and the final fine-tune's settings always recorded
 HISTORY_COLUMNS = ["iteration", "proposal", "kind", "old_width", "new_width", "channels_removed", "delta_ms",
                    "predicted_ms", "saving_ms", "measured_ms", "val_acc", "d_acc", "score", "chosen", "steps",
                    "seconds"]
 
 MeasureFn = Callable[[ArchSpec], float]
 FINAL_SETTINGS = ("long_epochs", "long_lr")  # change only the final fine-tune, not the iterations
-# fine-tuning learning rates (short, long) per optimizer: a tenth and a fifth of its training default
 OVERLAY = "latency_units"  # the run's folder of units measured for it (narrower widths), beside the table
-FINE_TUNE_LR = {"sgd": (0.01, 0.02), "adamw": (0.0002, 0.0004)}
 
 
 def _iteration_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The settings the iterations depend on (a run's identity): all but :data:`FINAL_SETTINGS`."""
     return {k: v for k, v in config.items() if k not in FINAL_SETTINGS}
-
-
-def stored_settings(state: dict[str, Any]) -> dict[str, Any]:
-    """The settings a saved run (``state.json``) was made with; runs from before the optimizer
-    setting fine-tuned with SGD."""
-    return {"optimizer": "sgd", **((state.get("identity") or {}).get("config") or {})}
-
-
-# --- configuration ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Target:
-    """A latency target: absolute milliseconds, or a fraction of the starting latency."""
-
-    value: float
-    absolute: bool
-
-    @classmethod
-    def parse(cls, text: str | float) -> "Target":
-        raw = str(text).strip().lower()
-        absolute = raw.endswith("ms")
-        try:
-            value = float(raw[:-2] if absolute else raw)
-        except ValueError:
-            raise NasError(f"target {text!r}: expected a fraction such as 0.8 or milliseconds such as 3.5ms") from None
-        if not (math.isfinite(value) and value > 0):
-            raise NasError(f"target {text!r} must be > 0")
-        if not absolute and value >= 1:
-            raise NasError(f"target fraction {value:g} must be below 1 (write '{value:g}ms' for milliseconds)")
-        return cls(value, absolute)
-
-    def ms(self, start_ms: float) -> float:
-        return self.value if self.absolute else self.value * start_ms
-
-    def __str__(self) -> str:
-        return f"{self.value:g}ms" if self.absolute else f"{self.value:g}"
-
-
-@dataclass(frozen=True)
-class NetAdaptConfig:
-    """Settings of one NetAdapt run (all but :data:`FINAL_SETTINGS` are the run's identity for resuming).
-
-    ``optimizer`` None: the one the checkpoint was trained with (sgd if unknown), so that fine-tuning
-    continues the network's own recipe; ``lr``/``long_lr`` None: :data:`FINE_TUNE_LR` of that
-    optimizer. :meth:`resolved` fills them in."""
-
-    target: str = "0.8"
-    short_steps: int = 100
-    long_epochs: float = 1.0
-    delta_fraction: float = 0.01     # delta = delta_fraction * start latency (MobileNetV3)
-    delta_decay: float = 1.0         # delta_k = delta * decay**k (NetAdapt paper: < 1)
-    select: str = "ratio"            # "ratio": max dAcc/|dLatency| (MobileNetV3); "accuracy": NetAdapt
-    batch_size: int = 128
-    lr: float | None = None
-    long_lr: float | None = None
-    seed: int = 0
-    max_iterations: int = 500
-    optimizer: str | None = None
-
-    def __post_init__(self) -> None:
-        Target.parse(self.target)
-        if not (isinstance(self.short_steps, int) and self.short_steps >= 1):
-            raise NasError(f"short steps must be a positive integer, got {self.short_steps!r}")
-        if not self.long_epochs >= 0:
-            raise NasError(f"long epochs must be >= 0, got {self.long_epochs}")
-        if not 0 < self.delta_fraction < 1:
-            raise NasError(f"delta fraction must be in (0, 1), got {self.delta_fraction}")
-        if not 0 < self.delta_decay <= 1:
-            raise NasError(f"delta decay must be in (0, 1], got {self.delta_decay}")
-        if self.select not in SELECTIONS:
-            raise NasError(f"unknown selection {self.select!r}; choose ratio or accuracy")
-        if self.optimizer is not None and self.optimizer not in FINE_TUNE_LR:
-            raise NasError(f"unknown optimizer {self.optimizer!r}; choose {' or '.join(FINE_TUNE_LR)}")
-        if not all(lr is None or lr > 0 for lr in (self.lr, self.long_lr)):
-            raise NasError("learning rates must be > 0")
-
-    def resolved(self, trained_with: str | None = None) -> "NetAdaptConfig":
-        """Concrete optimizer and learning rates (``trained_with``: the checkpoint's optimizer)."""
-        optimizer = self.optimizer or (trained_with if trained_with in FINE_TUNE_LR else "sgd")
-        short, long = FINE_TUNE_LR[optimizer]
-        return dataclasses.replace(self, optimizer=optimizer, lr=self.lr or short, long_lr=self.long_lr or long)
-
-    def resolved_for(self, checkpoint_metrics: dict[str, Any]) -> "NetAdaptConfig":
-        """:meth:`resolved` for a checkpoint (its metrics record the training config)."""
-        return self.resolved(trained_with=(checkpoint_metrics.get("config") or {}).get("optimizer"))
 
 
 @dataclass
@@ -214,9 +125,8 @@ class TableLatency:
 # --- small helpers ---------------------------------------------------------------------------------
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _load_weights(path: Path) -> tuple[ArchSpec, torch.nn.Module]:
@@ -263,16 +173,15 @@ class NetAdaptRun:
 
     @staticmethod
     def _stored_identity(state: dict[str, Any]) -> dict[str, Any]:
-        return {**(state.get("identity") or {}), "config": _iteration_settings(stored_settings(state))}
+        identity = state.get("identity") or {}
+        return {**identity, "config": _iteration_settings(identity.get("config") or {})}
 
     def _reopen_final_if_changed(self) -> None:
         """A finished run asked for another long fine-tune: drop the old final, keep the iterations."""
         final = self.state.get("final")
         if final is None:
             return
-        stored = stored_settings(self.state)  # runs from before "settings" kept them there
-        done_with = final.get("settings") or {k: stored.get(k) for k in FINAL_SETTINGS}
-        if done_with == self._final_settings():
+        if final.get("settings") == self._final_settings():
             return
         self.state["train_steps"] -= final.get("long_steps", 0)
         self.state["final"] = None
@@ -289,7 +198,12 @@ class NetAdaptRun:
                 state = json.loads(self.state_path.read_text())
             except json.JSONDecodeError:
                 raise NasError(f"{self.state_path} is corrupt; delete the folder or choose another --out") from None
-            if state.get("format") != STATE_FORMAT or self._stored_identity(state) != self._identity():
+            if not isinstance(state, dict):
+                raise NasError(f"{self.state_path} is corrupt; delete the folder or choose another --out")
+            if state.get("format") != STATE_FORMAT:
+                raise NasError(f"{self.state_path} has format {str(state.get('format'))[:40]!r}, this version reads "
+                               f"{STATE_FORMAT!r}; delete the folder or choose another --out")
+            if self._stored_identity(state) != self._identity():
                 raise NasError(f"{self.out} holds a NetAdapt run of another network or with other settings; "
                                f"choose another --out")
             self.state = state

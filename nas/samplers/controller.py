@@ -18,17 +18,6 @@ import torch
 import torch.nn as nn
 
 
-class OneThread:
-    """The controller's tensors are tiny: one torch thread avoids thread start-up and contention."""
-
-    def __enter__(self) -> None:
-        self.saved = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.saved)
-
-
 class Controller(nn.Module):
     """LSTM policy over a sequence of categorical decisions with ``choice_counts`` options each."""
 

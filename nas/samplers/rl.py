@@ -38,7 +38,8 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.samplers import optuna_private as private
 from nas.samplers._base import (FINISHED, CategoricalSampler, RewardFn, signature_space, space_signature, trial_rng,
                                 with_outcome)
-from nas.samplers.controller import Controller, OneThread, load_policy_state, policy_state, ppo_step
+from nas.samplers.controller import Controller, load_policy_state, policy_state, ppo_step
+from nas.threads import torch_threads
 
 SAMPLE_ATTR = "nas:mnas_rl:sample"
 MAX_ATTEMPTS = 5  # compare-and-swap retries before an update is left to the next sync
@@ -87,7 +88,7 @@ class MnasRLSampler(CategoricalSampler):
         state = self.sync(study, space)
         policy, _ = self._restore(state, space)
         generator = torch.Generator().manual_seed(trial_rng(self._seed, trial.number, "rl").getrandbits(62))
-        with OneThread():
+        with torch_threads(1):  # the controller's tensors are tiny: one thread avoids start-up and contention
             tokens = policy.sample(generator)
             with torch.no_grad():
                 logp = float(policy.log_prob(torch.tensor([tokens]))[0][0])
@@ -176,7 +177,7 @@ class MnasRLSampler(CategoricalSampler):
         baseline = state["baseline"] if state is not None else None
         seen = list(state["seen"]) if state is not None else []
         updates = state["updates"] if state is not None else 0
-        with OneThread():
+        with torch_threads(1):  # the controller's tensors are tiny: one thread avoids start-up and contention
             while len(pending) >= self.batch:
                 batch, pending = pending[:self.batch], pending[self.batch:]
                 baseline = ppo_step(policy, optimizer, [b[1] for b in batch], [b[2] for b in batch],

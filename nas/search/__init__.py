@@ -8,20 +8,18 @@
 - :mod:`nas.search.evolution`: ``evolution``, regularized (aging) evolution
   (:class:`nas.samplers.RegularizedEvolutionSampler`);
 - :mod:`nas.search.evaluate`: proxy training + latency of one candidate;
-- :mod:`nas.search.runner`: study creation / resume, the loop, progress;
-- :mod:`nas.search.results`: trials.csv, best spec, Pareto plot, hypervolume.
+- :mod:`nas.search.study`: opening (creating, resuming, joining) a study, its identity;
+- :mod:`nas.search.claims`: the spec-hash claim protocol (no architecture trained twice);
+- :mod:`nas.search.loop`: ask -> evaluate -> tell, the baseline;
+- :mod:`nas.search.workers`: several worker processes on one study;
+- :mod:`nas.search.results`: trials.csv, best spec, Pareto plot, hypervolume;
+- :mod:`nas.search.runner`: ``run_search``, the entry point that puts them in order.
 """
 
 from __future__ import annotations
 
 from nas.search.base import Proposal, Strategy, TrialRecord
-from nas.search.evolution import EvolutionStrategy
-from nas.search.optuna_strategies import NSGA2Strategy, RandomStrategy, TPEStrategy
-from nas.search.rl import RLStrategy
-
-# Every strategy by name; the shared contract test runs over this registry.
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in
-                                         (RandomStrategy, TPEStrategy, NSGA2Strategy, RLStrategy, EvolutionStrategy)}
+from nas.search.strategies import STRATEGIES
 
 
 def __getattr__(name: str):

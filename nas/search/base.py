@@ -18,7 +18,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.errors import NasError
+from nas.config import check_strategy_options
 from nas.spec import ArchSpec, SearchSpace
 
 
@@ -97,10 +97,9 @@ class Strategy:
 
     @classmethod
     def check_options(cls, options: dict) -> None:
-        unknown = sorted(set(options) - set(cls.OPTIONS))
-        if unknown:
-            allowed = ", ".join(cls.OPTIONS) or "none"
-            raise NasError(f"unknown option {unknown[0]!r} for strategy {cls.name} (allowed: {allowed})")
+        """The options are this strategy's, of the right types (:func:`nas.config.check_strategy_options`);
+        a strategy adds its own rules."""
+        check_strategy_options(cls.name, options)
 
     @classmethod
     def sampler(cls, seed: int, options: dict, constraints_func=None,

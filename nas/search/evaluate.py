@@ -11,14 +11,17 @@ val_acc) -> bool`` receives intermediate accuracies (for an Optuna pruner); True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from nas.errors import NasError
 from nas.spec import ArchSpec, count_madds, count_params
 
 ReportFn = Callable[[int, float, float], bool]
+EVALUATORS = "proxy, synthetic or synthetic:SECONDS"
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,8 @@ class ProxyEvaluator:
     """Proxy training + latency, configured by an experiment (data loaded once)."""
 
     def __init__(self, experiment, splits=None, predictor=None, progress: bool = False):
-        from nas.train import TrainConfig
-
         self.experiment = experiment
-        p = experiment.proxy
-        self.config = TrainConfig(epochs=p.epochs, steps=p.steps, batch_size=p.batch_size, optimizer=p.optimizer,
-                                  lr=p.lr, eval_every=p.eval_every, threads=p.threads, seed=p.seed)
+        self.config = experiment.proxy_config
         if splits is None:
             from nas.data import load_data
 
@@ -117,3 +116,35 @@ class SyntheticEvaluator:
         if self.predictor is not None and spec is not None:
             return float(self.predictor.predict(spec))
         return self.base_ms + self.ms_per_mmadd * madds / 1e6 + 0.002 * params / 1e5
+
+
+class SlowEvaluator:
+    """Another evaluator plus a fixed sleep per trial (a stand-in for training time in tests/benchmarks)."""
+
+    def __init__(self, inner, seconds: float):
+        self.inner, self.seconds = inner, seconds
+
+    def evaluate(self, spec, report=None) -> Evaluation:
+        time.sleep(self.seconds)
+        return dataclasses.replace(self.inner.evaluate(spec, report), seconds=self.seconds)
+
+    def latency(self, spec):
+        return self.inner.latency(spec)
+
+
+def make_evaluator(name: str, experiment):
+    """``proxy`` (train on the experiment's data), ``synthetic`` (instant, fake accuracies) or
+    ``synthetic:SECONDS`` (the same, taking SECONDS per trial)."""
+    if name == "proxy":
+        return ProxyEvaluator(experiment, progress=False)
+    if name == "synthetic":
+        return SyntheticEvaluator()
+    if name.startswith("synthetic:"):
+        try:
+            seconds = float(name.split(":", 1)[1])
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0:
+            raise NasError(f"evaluator {name!r}: SECONDS must be a number >= 0")
+        return SlowEvaluator(SyntheticEvaluator(), seconds)
+    raise NasError(f"unknown evaluator {name!r} (choose from: {EVALUATORS})")

@@ -4,6 +4,7 @@ population is read back from the study (see :mod:`nas.samplers.evolution`)."""
 
 from __future__ import annotations
 
+from nas.config import STRATEGY_OPTIONS
 from nas.errors import NasError
 from nas.samplers import RegularizedEvolutionSampler
 from nas.samplers.evolution import active_decisions
@@ -14,7 +15,7 @@ __all__ = ["EvolutionStrategy", "active_decisions"]
 
 class EvolutionStrategy(Strategy):
     name = "evolution"
-    OPTIONS = {"population": 10, "sample": 3}
+    OPTIONS = STRATEGY_OPTIONS["evolution"]
 
     @classmethod
     def check_options(cls, options: dict) -> None:

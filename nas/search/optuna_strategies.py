@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import optuna
 
+from nas.config import STRATEGY_OPTIONS
 from nas.search.base import Strategy
 
 
@@ -26,7 +27,7 @@ class TPEStrategy(Strategy):
     """Tree-structured Parzen estimator (multivariate), random for the first ``n_startup_trials``."""
 
     name = "tpe"
-    OPTIONS = {"n_startup_trials": 10, "multivariate": True}
+    OPTIONS = STRATEGY_OPTIONS["tpe"]
 
     @classmethod
     def sampler(cls, seed, options, constraints_func=None, space=None):
@@ -39,7 +40,7 @@ class NSGA2Strategy(Strategy):
     """NSGA-II: the multi-objective genetic algorithm (also runs on one objective)."""
 
     name = "nsga2"
-    OPTIONS = {"population_size": 16, "mutation_prob": None, "crossover_prob": 0.9}
+    OPTIONS = STRATEGY_OPTIONS["nsga2"]
 
     @classmethod
     def sampler(cls, seed, options, constraints_func=None, space=None):

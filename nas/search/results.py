@@ -1,4 +1,5 @@
-"""Results of a search: trials.csv, the best spec, the Pareto front and plot, hypervolume.
+"""Results of a search: trials.csv, the best spec, the Pareto front and plot, hypervolume, and
+:func:`finish`, which writes them (``trials.csv``, ``best_spec.json``, ``pareto.png``, ``search.json``).
 
 The Pareto front is Optuna's ``Study.best_trials``, the plot Optuna's ``plot_pareto_front`` and the
 hypervolume Optuna's (private in Optuna 5.0: :mod:`nas.samplers.optuna_private`), over an
@@ -6,16 +7,24 @@ in-memory study of the complete trials' (accuracy, latency)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import optuna
 import pandas as pd
 
+from optuna.trial import TrialState
+
+from nas.experiment import Experiment
+from nas.io import write_text_atomic
+from nas.latency.catalog import measures_here
 from nas.samplers.optuna_private import hypervolume_of_losses
-from nas.search.base import TrialRecord
+from nas.search.base import TrialRecord, finished_records
+from nas.spec import ArchSpec
 
 COLUMNS = ["number", "state", "val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "reward",
            "seconds", "cached", "hash", "spec"]
@@ -117,3 +126,84 @@ def plot_pareto(records: Sequence[TrialRecord], path: Path, target_ms: float | N
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+@dataclass
+class SearchResult:
+    study: optuna.Study
+    out: Path
+    best: TrialRecord | None
+    pareto: list[TrialRecord]
+    n_trials: int
+    baseline: dict[str, Any] | None = None
+    hypervolume: float | None = None
+    measured: dict[str, float] = field(default_factory=dict)  # end-to-end re-measurement (ms)
+    files: dict[str, str] = field(default_factory=dict)
+    storage: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        best = None
+        if self.best is not None:
+            best = {k: v for k, v in asdict(self.best).items() if k not in ("assignment", "attrs")}
+            best["latency_remeasured_ms"] = self.measured.get("best")
+        baseline = None if self.baseline is None else {**self.baseline,
+                                                        "latency_remeasured_ms": self.measured.get("baseline")}
+        return {"best": best, "baseline": baseline, "n_trials": self.n_trials,
+                "pareto": [{"number": r.number, "val_acc": r.val_acc, "latency_ms": r.latency_ms, "reward": r.reward,
+                            "hash": r.hash} for r in self.pareto],
+                "hypervolume": self.hypervolume, "study": self.study.study_name, "storage": self.storage, "out": str(self.out),
+                "files": self.files}
+
+
+
+
+def remeasure(specs: dict[str, ArchSpec], table: str | None, threads: int) -> dict[str, float]:
+    """End-to-end latency (interleaved; the table's protocol when there is one) of a few networks."""
+    from nas.latency import MeasureConfig, measure_specs
+
+    names = list(specs)
+    measured = measure_specs([specs[n] for n in names], MeasureConfig.comparable_with(table, threads))
+    return {n: m.median_ms for n, m in zip(names, measured)}
+
+
+def finish(experiment: Experiment, study: optuna.Study, out: Path, baseline: dict | None,
+           measure_best: bool, storage: str | None = None) -> SearchResult:
+    """Write trials.csv, best_spec.json, pareto.png and search.json; re-measure the best network."""
+    records = finished_records(study, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    best, front = best_record(records), pareto_front(records)
+    target = experiment.reward_fn().target_ms
+    hv = hypervolume([(r.val_acc, r.latency_ms) for r in front], 0.0, 2 * target) if front else None
+    measured: dict[str, float] = {}
+    if measure_best and best is not None and measures_here(experiment.latency.table):
+        specs = {"best": ArchSpec.from_string(best.spec)}
+        if baseline is not None:
+            specs["baseline"] = ArchSpec.from_string(baseline["spec"])
+        measured = remeasure(specs, experiment.latency.table, experiment.latency.threads)
+    files = {"trials": str(out / "trials.csv"), "pareto_plot": str(out / "pareto.png"), "summary": str(out / "search.json")}
+    write_text_atomic(files["trials"], trials_frame(records).to_csv(index=False))
+    if best is not None:
+        files["best_spec"] = str(out / "best_spec.json")
+        write_text_atomic(files["best_spec"], ArchSpec.from_string(best.spec).to_json() + "\n")
+    plot_pareto(records, Path(files["pareto_plot"]), target, baseline, title=f"{study.study_name}: accuracy vs latency")
+    n_done = sum(r.state in ("COMPLETE", "PRUNED") for r in records)
+    result = SearchResult(study, out, best, front, n_done, baseline, hv, measured, files, storage)
+    write_text_atomic(files["summary"], json.dumps(result.to_json(), indent=2, default=str) + "\n")
+    return result
+
+
+def summary_table(result: SearchResult):
+    """Best network vs the space's baseline: accuracy, latencies, reward, size."""
+    import pandas as pd
+
+    rows = []
+    if result.best is not None:
+        b = result.best
+        rows.append({"network": f"best (trial {b.number})", "val_acc": b.val_acc,
+                     "latency_predicted_ms": b.latency_predicted_ms, "latency_measured_ms": result.measured.get("best"),
+                     "reward": b.reward, "params": b.attrs.get("params"), "madds": b.attrs.get("madds")})
+    if result.baseline is not None:
+        a = result.baseline
+        rows.append({"network": "baseline", "val_acc": a["val_acc"], "latency_predicted_ms": a["latency_predicted_ms"],
+                     "latency_measured_ms": result.measured.get("baseline"), "reward": a["reward"],
+                     "params": a["params"], "madds": a["madds"]})
+    return pd.DataFrame(rows).set_index("network") if rows else pd.DataFrame()

@@ -5,6 +5,7 @@ every finished trial (a pruned one at the accuracy it reached). The policy lives
 
 from __future__ import annotations
 
+from nas.config import STRATEGY_OPTIONS
 from nas.errors import NasError
 from nas.samplers import MnasRLSampler
 from nas.search.base import Strategy, distributions, reward_attr
@@ -14,8 +15,7 @@ class RLStrategy(Strategy):
     """MnasNet's RL search: the controller samples, PPO learns from the reward."""
 
     name = "rl"
-    OPTIONS = {"hidden": 32, "lr": 0.01, "batch": 5, "epochs": 4, "clip": 0.2, "baseline_decay": 0.8,
-               "entropy": 0.001}
+    OPTIONS = STRATEGY_OPTIONS["rl"]
 
     @classmethod
     def check_options(cls, options: dict) -> None:

@@ -4,13 +4,13 @@ machine sharing ``--storage postgresql://...``).
 The parent process opens the study (checks it belongs to the experiment, resolves the latency
 target, evaluates the baseline once), then starts ``N`` worker processes
 (``python -m nas.search.workers CONFIG.json``). Each worker opens the same study with heartbeats
-and runs the ordinary loop (:class:`nas.search.runner.SearchLoop`) until the study has
+and runs the ordinary loop (:class:`nas.search.loop.SearchLoop`) until the study has
 ``n_trials`` finished trials; the parent shows one progress bar, forwards Ctrl-C, waits for all of
 them and writes the results once. Workers coordinate only through the storage:
 
 - the budget: a worker starts a trial only while finished + running trials leave room (or a
   re-run is waiting); of workers racing for the last slot, the lowest trial numbers keep it;
-- no duplicated work: the spec-hash claim of :mod:`nas.search.runner`;
+- no duplicated work: the spec-hash claim of :mod:`nas.search.claims`;
 - a killed worker: its trial's heartbeat stops, another worker fails it after the grace period and
   Optuna's retry callback re-queues it (:mod:`nas.search.storage`); the next ``ask`` picks it up;
 - the RL policy: it lives in the study, updated under a version check (:mod:`nas.samplers.rl`).
@@ -30,56 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError
-from nas.search.evaluate import Evaluation, SyntheticEvaluator
+from nas.experiment import experiment_from_dict
+from nas.search.evaluate import make_evaluator  # noqa: F401  (the evaluators by name)
+from nas.search.loop import FINISHED
 from nas.search.storage import Heartbeat
-
-EVALUATORS = "proxy, synthetic or synthetic:SECONDS"
-
-
-class SlowEvaluator:
-    """Another evaluator plus a fixed sleep per trial (a stand-in for training time in tests/benchmarks)."""
-
-    def __init__(self, inner, seconds: float):
-        self.inner, self.seconds = inner, seconds
-
-    def evaluate(self, spec, report=None) -> Evaluation:
-        time.sleep(self.seconds)
-        return dataclasses.replace(self.inner.evaluate(spec, report), seconds=self.seconds)
-
-    def latency(self, spec):
-        return self.inner.latency(spec)
-
-
-def make_evaluator(name: str, experiment):
-    """``proxy`` (train on the experiment's data), ``synthetic`` (instant, fake accuracies) or
-    ``synthetic:SECONDS`` (the same, taking SECONDS per trial)."""
-    if name == "proxy":
-        from nas.search.evaluate import ProxyEvaluator
-
-        return ProxyEvaluator(experiment, progress=False)
-    if name == "synthetic":
-        return SyntheticEvaluator()
-    if name.startswith("synthetic:"):
-        try:
-            seconds = float(name.split(":", 1)[1])
-        except ValueError:
-            seconds = -1.0
-        if not seconds >= 0:
-            raise NasError(f"evaluator {name!r}: SECONDS must be a number >= 0")
-        return SlowEvaluator(SyntheticEvaluator(), seconds)
-    raise NasError(f"unknown evaluator {name!r} (choose from: {EVALUATORS})")
-
-
-def experiment_to_dict(experiment) -> dict[str, Any]:
-    """An experiment as the dict ``experiment_from_dict`` reads (absolute paths)."""
-    data = json.loads(json.dumps(dataclasses.asdict(experiment), default=str))
-    data.pop("source", None)
-    return data
-
+from nas.search.study import open_session
 
 def worker_config(experiment, session, evaluator: str) -> dict[str, Any]:
     hb = session.heartbeat or Heartbeat()
-    return {"experiment": experiment_to_dict(experiment), "source": experiment.source, "strategy": session.strategy,
+    return {"experiment": experiment.to_dict(), "source": experiment.source, "strategy": session.strategy,
             "n_trials": session.n_trials, "timeout_min": session.timeout_min, "storage": session.storage,
             "study": session.study.study_name, "evaluator": evaluator,
             "heartbeat": dataclasses.asdict(hb)}
@@ -92,8 +51,6 @@ def worker_command(config_path: Path) -> list[str]:
 def run_workers(experiment, session, workers: int, evaluator: str, progress: bool = True) -> None:
     """Start ``workers`` worker processes on the session's study and wait for them (see module doc)."""
     from tqdm import tqdm
-
-    from nas.search.runner import FINISHED
 
     with tempfile.TemporaryDirectory(prefix="nas-workers-") as tmp:
         config = Path(tmp) / "worker.json"
@@ -129,9 +86,6 @@ def run_workers(experiment, session, workers: int, evaluator: str, progress: boo
 
 def run_worker(config: dict[str, Any]) -> int:
     """One worker: open the study with heartbeats, run the loop; returns the trials it finished."""
-    from nas.experiment import experiment_from_dict
-    from nas.search.runner import open_session
-
     experiment = experiment_from_dict(config["experiment"], config.get("source", "<worker>"))
     session = open_session(experiment, strategy=config["strategy"], n_trials=config["n_trials"],
                            timeout_min=config["timeout_min"], storage=config["storage"], study_name=config["study"],

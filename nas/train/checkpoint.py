@@ -20,6 +20,7 @@ from nas.errors import NasError
 from nas.io import write_atomic
 
 FORMAT = "nas-checkpoint/1"
+MAX_CHECKPOINT_BYTES = 2 << 30  # a checkpoint file: 2 GiB (a network within the spec limits is < 1 GiB)
 
 
 @dataclass
@@ -53,17 +54,35 @@ def _reason(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:160]
 
 
+def check_checkpoint_file(path: Path) -> None:
+    """A checkpoint is a regular file of at most :data:`MAX_CHECKPOINT_BYTES`."""
+    try:
+        size = path.stat().st_size if path.is_file() else None
+    except OSError:
+        size = None
+    if size is None:
+        raise NasError(f"checkpoint {path} not found")
+    if size > MAX_CHECKPOINT_BYTES:
+        raise NasError(f"checkpoint {path} is {size:,} bytes, more than the limit of {MAX_CHECKPOINT_BYTES:,}")
+
+
+def load_weights_only(path: Path, what: str, reason: str) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU: the one place the package reads a torch file.
+    Anything but tensors and plain data is refused (``what refused: reason (cause)``), never retried
+    with full unpickling."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # UnpicklingError, zip/format errors, ...
+        raise NasError(f"{what} {path} refused: {reason} ({_reason(exc)})") from None
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`, refusing anything but plain weights."""
     from nas.spec import ArchSpec
 
     path = Path(path)
-    if not path.is_file():
-        raise NasError(f"checkpoint {path} not found")
-    try:
-        payload = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # UnpicklingError, zip/format errors, ...: never retry unsafely
-        raise NasError(f"checkpoint {path} refused: not a plain weights checkpoint ({_reason(exc)})") from None
+    check_checkpoint_file(path)
+    payload = load_weights_only(path, "checkpoint", "not a plain weights checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise NasError(f"checkpoint {path} has format {found!r}, expected {FORMAT!r}")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # ``auto`` picks bf16 autocast only where it was measured faster than fp32 AND within 0.2 pt of its
 # accuracy at 10 epochs. On an Intel Xeon with AVX512-BF16 and AMX (torch 2.13, oneDNN 3.12) the

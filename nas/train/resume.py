@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from nas.errors import NasError
+from nas.train.checkpoint import load_weights_only
 from nas.io import write_atomic
 
 STATE_FORMAT = "nas-train-state/1"
@@ -57,10 +58,7 @@ def save_state(path: str | Path, state: TrainState) -> Path:
 def load_state(path: str | Path) -> TrainState:
     """The state saved at ``path`` (weights-only load); NasError when it is not one."""
     path = Path(path)
-    try:
-        payload = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # never retried with full unpickling
-        raise NasError(f"training state {path} refused: not a plain training state ({type(exc).__name__})") from None
+    payload = load_weights_only(path, "training state", "not a plain training state")
     if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
         raise NasError(f"training state {path} has an unknown format; delete it to start over")
     try:
