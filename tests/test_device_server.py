@@ -1,4 +1,4 @@
-"""The measurement server (``nas device serve``, ``standalone_measure.py serve``) and ``--device URL``.
+"""The measurement server (``nas device serve``, the kernels folder's ``device_server.py``) and ``--device URL``.
 
 Every server here runs in a subprocess where torch cannot be imported (the standalone script's: nor
 nas); requests go to it over localhost.
@@ -58,9 +58,9 @@ class Server:
     """A server subprocess; ``url`` once it listens."""
 
     def __init__(self, log: Path, *args: str, script: Path | None = None, cwd: Path = ROOT) -> None:
-        mode = ["script", str(script)] if script else ["nas", "device"]
+        mode = ["script", str(script)] if script else ["nas", "device", "serve"]
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-c", NO_TORCH, *mode, "serve", "--port", "0", *args],
+        self.proc = subprocess.Popen([sys.executable, "-c", NO_TORCH, *mode, "--port", "0", *args],
                                      cwd=cwd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
         self.url = self._wait_listening()
 
@@ -353,7 +353,7 @@ def test_the_kernels_folder_script_starts_the_same_server_without_torch_or_nas(t
     kernels = tmp_path / "kernels"
     export_kernels(kernels, [], {}, FAST, {}, progress=False)
     assert all((kernels / name).is_file() for name in STANDALONE_SCRIPTS)
-    srv = Server(tmp_path / "script.log", script=kernels / "standalone_measure.py", cwd=tmp_path)
+    srv = Server(tmp_path / "script.log", script=kernels / "device_server.py", cwd=tmp_path)
     try:
         status, reply = request(srv.url + "/measure", "POST", measure_body({"a": onnx_model()}), token=None)
         assert status == 200 and reply["measurements"]["a"]["runs"] == 100

@@ -150,7 +150,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                  progress=not args.no_progress)
     print(f"wrote {manifest}; copy {manifest.parent} to the device and run: "
           f"python standalone_measure.py {manifest.parent.name} (or serve measurements to `--device URL` commands: "
-          f"python standalone_measure.py serve)")
+          f"python device_server.py)")
     return 0
 
 

@@ -2,8 +2,8 @@
 
 Runs on the device with the standard library, numpy and onnxruntime only (``onnx`` is used to check
 models when it is installed), either as ``nas device serve`` or from the kernels folder that
-``nas lut export-kernels`` writes (``python3 standalone_measure.py serve``, which imports this
-file beside it). The timing is :func:`standalone_measure.time_interleaved`: the same protocol as
+``nas lut export-kernels`` writes (``python3 device_server.py``, which imports
+``standalone_measure.py`` beside it). The timing is :func:`standalone_measure.time_interleaved`: the same protocol as
 every local measurement and every table.
 
 REST (JSON bodies, ``Content-Type: application/json``; with a token, every request carries
@@ -59,7 +59,8 @@ from urllib.parse import parse_qs, urlsplit
 if __package__:
     from .standalone_measure import (_GRAPH_ID, ManifestError, Measurement, Protocol, check_protocol,
                                      device_fingerprint, device_id, ort_runner, ort_session, time_interleaved)
-else:  # the copy in a kernels folder, imported by standalone_measure.py beside it
+else:  # the copy in a kernels folder, run as a script beside standalone_measure.py
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from standalone_measure import (_GRAPH_ID, ManifestError, Measurement, Protocol, check_protocol,  # type: ignore
                                     device_fingerprint, device_id, ort_runner, ort_session, time_interleaved)
 
@@ -450,7 +451,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="standalone_measure.py serve",
+    parser = argparse.ArgumentParser(prog="device_server.py",
                                      description="Serve measurements of ONNX graphs on this device over HTTP.")
     add_arguments(parser)
     args = parser.parse_args(argv)
@@ -461,3 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device server: error: {_first_line(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,7 +34,7 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from nas.errors import NasError
-from nas.latency.standalone_measure import Measurement, Protocol
+from nas.latency.standalone_measure import Measurement, Protocol, device_id
 
 TOKEN_FILE_ENV = "NAS_DEVICE_TOKEN_FILE"
 RETRIES_ENV = "NAS_DEVICE_RETRIES"  # attempts after the first on a failed connection (default RETRIES)
@@ -187,9 +187,7 @@ class DeviceClient:
         return self._described[threads]
 
     def fingerprint(self, threads: int = 1) -> dict:
-        """The device's fingerprint with its device id (``nas.latency.device.device_id``)."""
-        from nas.latency.device import device_id
-
+        """The device's fingerprint with its device id (``standalone_measure.device_id``)."""
         device = dict(self.describe(threads)["fingerprint"])
         device["id"] = device_id(device)
         return device

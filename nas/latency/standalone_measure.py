@@ -6,9 +6,9 @@ This file is the ONE place where latency is timed: ``nas.latency.measure`` impor
 
     python standalone_measure.py KERNELS_DIR [--threads N]
 
-or serves measurements over HTTP (``device_server.py``, copied beside it; see that file)::
+The measurement server copied beside it serves the same protocol over HTTP (see that file)::
 
-    python standalone_measure.py serve [--host 127.0.0.1] [--port 8765] [--token-file FILE]
+    python device_server.py [--host 127.0.0.1] [--port 8765] [--token-file FILE]
 
 It reads ``KERNELS_DIR/manifest.json`` (written by ``nas lut export-kernels``), times every ONNX
 graph listed there with the protocol below and appends one CSV row per graph to
@@ -546,24 +546,10 @@ def measure_manifest(directory: str | os.PathLike, threads: int | None = None,
     return results_path
 
 
-def serve_main(argv: list[str]) -> int:
-    """``serve ...``: the measurement server of ``device_server.py`` (the package's module, or the
-    copy beside this file in a kernels folder)."""
-    if __package__:
-        from nas.latency import device_server
-    else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import device_server  # type: ignore[import-not-found]
-    return device_server.main(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["serve"]:
-        return serve_main(argv[1:])
     parser = argparse.ArgumentParser(description="Time the ONNX kernels of a nas kernels folder with onnxruntime.")
-    parser.add_argument("directory", help="folder written by `nas lut export-kernels` (holds manifest.json); "
-                                          "or `serve` to serve measurements over HTTP (serve --help)")
+    parser.add_argument("directory", help="folder written by `nas lut export-kernels` (holds manifest.json)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the manifest's)")
     parser.add_argument("--force-threads", action="store_true", help="allow --threads above this machine's cores")
     args = parser.parse_args(argv)
