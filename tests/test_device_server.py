@@ -363,8 +363,9 @@ def test_the_kernels_folder_script_starts_the_same_server_without_torch_or_nas(t
 
 
 @pytest.fixture
-def in_process_server():
-    """A server in this process (for its queue and lock; the subprocess servers above prove torch-free)."""
+def in_process_server(fake_latency_clock):  # after the clock is set for the test
+    """A server in this process (for its queue and lock; the subprocess servers above prove torch-free).
+    Its graphs run for real (tiny ones), as in any server process."""
     import threading
 
     from nas.latency.device_server import DeviceServer, ServerConfig
@@ -373,7 +374,9 @@ def in_process_server():
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    saved, fake_latency_clock.on = fake_latency_clock.on, False  # the pytest fixture's clock, not a copy
     yield srv
+    fake_latency_clock.on = saved
     srv.shutdown()
     srv.server_close()
 
