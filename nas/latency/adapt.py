@@ -44,7 +44,7 @@ def adapt_table(source: str | Path, out: str | Path, samples: int = 10, progress
     if isinstance(samples, bool) or not isinstance(samples, int) or not 2 <= samples <= MAX_SAMPLES:
         raise NasError(f"--samples must be an integer from 2 to {MAX_SAMPLES}, got {samples!r}")
     src = load_table(source)
-    if src.calibration is None and len(src) == 0:
+    if len(src) == 0:
         raise NasError(f"{src.path} has no entries to adapt")
     space = table_space(src)
     directory = table_dir(out)

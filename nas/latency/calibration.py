@@ -11,10 +11,13 @@ The classes are the stem, the last stage, the head, and the blocks by SE (on/off
 family (hard-swish or ReLU/ReLU6) (:func:`unit_class`). The weights are a ridge regression pulled
 toward one common scale ``s`` (the median of measured / summed over the networks) as strongly as
 ``RIDGE`` networks would: with few networks, or classes that vary little between them, every weight
-stays near ``s``; a class whose cost really differs in context moves away from it. Measured on two CPUs (``benchmarks/latency_correction.py``): the former two-parameter
-line ``a * (sum - n_units * overhead) + b`` on 10 networks measured once followed their noise (74 %
-of held-out networks within ±5 %, where the bare sum reached 89 %); the one scale and the per-class
-ridge were level on the same device, and the ridge ranked better from another device's table.
+stays near ``s``; a class whose cost really differs in context moves away from it.
+
+Chosen by measuring (docs/benchmarks.md, "Calibration and adaptation"): the former two-parameter line
+``a * (sum - n_units * overhead) + b`` on 10 networks measured once followed their noise (73 % of
+held-out networks within ±5 %, where the bare sum reached 89 % and this model 87 %); from another
+device's table with 10 networks (``benchmarks/latency_correction.py``) it reached 90 % within ±5 %
+and ρ 0.982 where one scale reached 88 % and 0.976.
 
 The same networks fit the MAdds baseline (``ms = slope * MAdds + intercept``) that validation
 compares against.
