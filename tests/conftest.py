@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# pytest imports this file as ``conftest``; test modules import its helpers as ``tests.conftest``.
+# One module under both names, so that there is one FAKE_CLOCK (below), not a copy per name.
+sys.modules.setdefault("tests.conftest", sys.modules[__name__])
+
 ROOT = Path(__file__).resolve().parents[1]
 SPACE_FILES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
