@@ -8,7 +8,8 @@ from nas.errors import NasError
 from nas.latency import MeasureConfig, build_table, load_predictor, load_table
 from nas.latency.adapt import adapt_table
 from nas.latency.build import calibration_specs
-from nas.latency.calibration import CLASSES
+from nas.latency.calibration import class_sums, unit_class
+from nas.latency.keys import unit_keys
 from nas.latency.device import TEST_CPU_MODEL, this_device
 from nas.spec import load_space
 from tests.conftest import assert_one_line_error, run_cli
@@ -38,19 +39,15 @@ def test_adapted_table_belongs_to_this_machine_and_keeps_the_source_entries(fore
     assert (table.entries["median_ms"].sort_index() == src.entries["median_ms"].sort_index()).all()
     calibration = table.calibration
     assert calibration["networks"] == [s.hash for s in calibration_specs(load_space(space_path), 3)]
-    assert set(calibration["class_weights"]) == set(CLASSES) and all(w > 0 for w in calibration["class_weights"].values())
+    fitted_classes = {unit_class(k) for s in calibration_specs(load_space(space_path), 3) for k in unit_keys(s)}
+    assert set(calibration["class_weights"]) == fitted_classes
+    assert all(w > 0 for w in calibration["class_weights"].values())
     predictor = load_predictor(out)
     spec = load_space(space_path).baseline
     weights = calibration["class_weights"]
     assert predictor.predict(spec) == pytest.approx(sum(
-        weights[c] * ms for c, ms in zip(CLASSES, _class_sums(predictor, spec))))
+        weights.get(c, calibration["scale"]) * ms for c, ms in class_sums(predictor.entries(spec)).items()))
     assert predictor.device_id == this_device()["id"]
-
-
-def _class_sums(predictor, spec):
-    from nas.latency.calibration import class_sums
-
-    return class_sums(predictor.entries(spec))
 
 
 def test_adapting_refuses_bad_requests(foreign_tiny, tmp_path):

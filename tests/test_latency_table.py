@@ -10,7 +10,7 @@ import torch
 
 from nas.latency import (ForeignTableError, LatencyPredictor, MeasureConfig, MissingEntryError, TableError,
                          build_table, ensure_entries, load_predictor, load_table, space_unit_keys, unit_keys)
-from nas.latency.calibration import apply_calibration, fit_calibration, unit_class
+from nas.latency.calibration import CALIBRATION_NETWORKS, apply_calibration, fit_calibration, unit_class
 from nas.latency.keys import UnitKey
 from nas.latency.table import ENTRIES, META
 from nas.spec import load_space
@@ -47,7 +47,7 @@ def test_table_has_every_unit_once_with_provenance(tiny):
     assert device["runtime"] == "onnxruntime" and device["threads"] == 1
     assert meta["protocol"]["runs"] * meta["protocol"]["passes"] >= 100
     calib = meta["calibration"]
-    assert len(calib["networks"]) == 10 and calib["overhead_ms"] > 0 and calib["scale"] > 0
+    assert len(calib["networks"]) == CALIBRATION_NETWORKS and calib["overhead_ms"] > 0 and calib["scale"] > 0
 
 
 def test_csv_round_trip_is_exact(tiny):
@@ -67,7 +67,8 @@ def test_predictor_sums_entries_then_calibrates(tiny):
     expected_sum = sum(table.median_ms(k.id) for k in unit_keys(spec))
     assert predictor.raw_sum(spec) == pytest.approx(expected_sum)
     weights = table.calibration["class_weights"]
-    assert predictor.predict(spec) == pytest.approx(sum(weights[unit_class(k)] * table.median_ms(k.id)
+    scale = table.calibration["scale"]
+    assert predictor.predict(spec) == pytest.approx(sum(weights.get(unit_class(k), scale) * table.median_ms(k.id)
                                                         for k in unit_keys(spec)))
     breakdown = predictor.unit_breakdown(spec)
     assert list(breakdown["unit"]) == [k.id for k in unit_keys(spec)]
@@ -92,6 +93,9 @@ def test_calibration_fit_recovers_one_scale_exactly():
     assert calib["scale"] == pytest.approx(0.9)
     assert all(w == pytest.approx(0.9) for w in calib["class_weights"].values())
     assert apply_calibration(calib, [(STEM, 1.0), (SE_BLOCK, 2.0)]) == pytest.approx(2.7)
+    wider = UnitKey("block", size=16, in_ch=8, exp=24, out=8, kernel=3, stride=2, act="relu")
+    assert unit_class(wider) not in calib["class_weights"]  # a resolution none of the networks had: the scale
+    assert apply_calibration(calib, [(wider, 1.0)]) == pytest.approx(0.9)
     assert calib["fit_max_abs_error"] == pytest.approx(0, abs=1e-9)
 
 
@@ -104,7 +108,9 @@ def test_calibration_moves_a_class_that_costs_more_in_context():
     measured = stem + 1.3 * se + plain
     calib = fit_calibration(ONE_SPEC * 30, entries[:30], measured[:30], overhead_ms=0.01)
     w = calib["class_weights"]
-    assert w["block_se1_hswish"] > w["block_se0_relu"] + 0.1 and w["block_se1_hswish"] > w["stem"] + 0.1
+    se, plain = unit_class(SE_BLOCK), unit_class(PLAIN_BLOCK)
+    assert se == "block_se1_hswish_r8" and plain == "block_se0_relu_r8"
+    assert w[se] > w[plain] + 0.1 and w[se] > w["stem"] + 0.1
     fitted = np.array([apply_calibration(calib, e) for e in entries[30:]])
     one_scale = calib["scale"] * np.array([sum(ms for _, ms in e) for e in entries[30:]])
     assert np.abs(fitted / measured[30:] - 1).mean() < 0.5 * np.abs(one_scale / measured[30:] - 1).mean()
@@ -235,3 +241,16 @@ def test_torn_last_line_is_ignored_by_readers_and_cut_by_the_next_writer(tiny, t
     with TableWriter(path, {}) as writer:
         assert writer.append(key, Measurement(0.01, 0.001, 100))
     assert len(load_table(path)) == n + 1 and "TORN" not in csv.read_text()
+
+
+@pytest.mark.parametrize("weights", [{"block_se1_hswish_r8": -1.0}, {"no such class": 1.0}, {},
+                                     {"stem": float("inf")}])
+def test_a_table_with_bad_calibration_weights_is_refused(tiny, tmp_path, weights):
+    _, path = tiny
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    meta = json.loads((copy / META).read_text())
+    meta["calibration"]["class_weights"] = weights
+    (copy / META).write_text(json.dumps(meta).replace("Infinity", "1e999"))
+    with pytest.raises(TableError, match="calibration class weights"):
+        load_table(copy)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from nas.errors import NasError
 from nas.io import write_text_atomic
-from nas.latency.calibration import CLASSES, MODEL
+from nas.latency.calibration import CLASS_NAME, MODEL
 from nas.latency.keys import UnitKey, key_from_row
 from nas.latency.standalone_measure import Measurement
 
@@ -158,10 +158,14 @@ def _check_calibration(calibration: dict[str, Any] | None, where: Path) -> None:
                          f"(an older version's: delete "
                          f"its \"calibration\" from meta.json and run `nas lut build --out {where.parent}` on its device)")
     weights = calibration.get("class_weights")
-    if not isinstance(weights, dict) or set(weights) != set(CLASSES) or not all(
-            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0
-            for w in weights.values()):
+    if not isinstance(weights, dict) or not 0 < len(weights) <= 1000 or not all(
+            isinstance(c, str) and CLASS_NAME.fullmatch(c) for c in weights) or not all(
+            _positive_number(w) for w in [*weights.values(), calibration.get("scale")]):
         raise TableError(f"{where}: corrupt metadata (calibration class weights)")
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _check_space_record(record: dict[str, Any] | None, where: Path) -> None:

@@ -8,7 +8,7 @@ Drift: a virtual CPU shared with other tenants does not keep one speed (measured
 machine: the same 20 networks averaged 0.86, 0.59 and 1.05 ms in three interleaved rounds about a
 minute apart). A table built with the paired protocol (``reference`` in its meta.json) is measured
 against its reference network, which removes most of it. What is left (and all of it for an
-unpaired table) is measured by timing the 10 calibration networks again in the same interleaved passes
+unpaired table) is measured by timing the calibration networks again in the same interleaved passes
 as the held-out ones: ``drift`` = median(latency at calibration / latency now) puts the measurements
 on the table's own time base before they are compared (figures without it are reported too,
 ``unadjusted_*``).
