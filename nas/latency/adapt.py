@@ -23,16 +23,13 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from nas.errors import NasError
-from nas.latency.build import calibration_specs, reference_spec, table_meta, table_space
-from nas.latency.calibration import fit_calibration
+from nas.latency.build import calibrate_table, calibration_specs, table_meta, table_space, with_reference
 from nas.latency.device import warn_if_busy
 from nas.latency.keys import key_from_row
-from nas.latency.measure import TABLE_PROTOCOL, MeasureConfig, measure_reference, measure_specs
-from nas.latency.predict import LatencyPredictor
+from nas.latency.measure import TABLE_PROTOCOL, MeasureConfig
 from nas.latency.standalone_measure import Measurement
 from nas.latency.table import TableWriter, is_table, load_table, read_meta, table_dir, update_meta
 
@@ -53,7 +50,7 @@ def adapt_table(source: str | Path, out: str | Path, samples: int = 10, progress
     _check_resumable(directory, src)
     start = time.perf_counter()
     config = MeasureConfig(runtime=src.runtime, threads=src.threads, **TABLE_PROTOCOL)
-    config = _with_reference(directory, space, config, progress)
+    config = with_reference(directory, space, [], config, progress)
     meta = {**table_meta(space, config), "adapted_samples": samples,
             "adapted_from": {"device": src.device_id, "table": str(src.path), "entries": len(src)}}
     with TableWriter(directory, meta) as writer:
@@ -61,16 +58,11 @@ def adapt_table(source: str | Path, out: str | Path, samples: int = 10, progress
             if unit_id not in writer.ids:
                 writer.append(key_from_row({"id": unit_id, **row}),
                               Measurement(float(row["median_ms"]), float(row["iqr_ms"]), int(row["runs"])))
-    specs = calibration_specs(space, samples)
     if progress:
-        print(f"measuring {len(specs)} networks of space {space.name!r} here to fit the entries of device "
-              f"{src.device_id} to this machine ...", file=sys.stderr, flush=True)
+        print(f"fitting the entries of device {src.device_id} to this machine:", file=sys.stderr, flush=True)
     warn_if_busy(config.threads)
-    measured, overhead = measure_specs(specs, config.for_networks(), with_overhead=True)
-    predictor = LatencyPredictor(load_table(directory), calibrated=False)
-    calibration = fit_calibration(specs, [predictor.entries(s) for s in specs], [m.median_ms for m in measured],
-                                  overhead.median_ms)
-    update_meta(directory, calibration=calibration, build_seconds=round(time.perf_counter() - start, 1))
+    calibrate_table(directory, calibration_specs(space, samples), config, progress)
+    update_meta(directory, build_seconds=round(time.perf_counter() - start, 1))
     return directory
 
 
@@ -82,14 +74,3 @@ def _check_resumable(directory: Path, src) -> None:
     origin = meta.get("adapted_from") or {}
     if meta.get("calibration") is not None or origin.get("device") != src.device_id:
         raise NasError(f"{directory} already holds a table; give a new --out folder")
-
-
-def _with_reference(directory: Path, space, config: MeasureConfig, progress: bool) -> MeasureConfig:
-    """The space's reference network and its latency here (stored in ``out`` once measured)."""
-    if is_table(directory):
-        stored = read_meta(directory)["reference"]
-        return replace(config, reference=stored["spec"], reference_ms=stored["ms"])
-    config = replace(config, reference=reference_spec(space, []).to_string())
-    if progress:
-        print("timing the reference network here (the adapted table's time base) ...", file=sys.stderr, flush=True)
-    return replace(config, reference_ms=measure_reference(config))
