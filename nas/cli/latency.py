@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nas.cli import args as A
-from nas.cli.device import measuring_device, remote_options
+from nas.cli.device import measuring_device, remote_options, split_target
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,15 +36,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency import load_predictor
     from nas.latency.catalog import resolve_table
-    from nas.latency.remote import is_device_url
     from nas.load import load_spec_arg
 
     spec = load_spec_arg(args.spec)
-    if is_device_url(args.device):  # the server's device is "this" device within the block
-        with measuring_device(args.device, args.token_file):
-            table = resolve_table(args.table, build=False)
-    else:
-        table = resolve_table(args.table, device=args.device, build=False)
+    url, device = split_target(args.device)  # a server's device is "this" device within the block
+    with measuring_device(url, args.token_file):
+        table = resolve_table(args.table, device=device, build=False)
     predictor = load_predictor(table)
     ms = predictor.predict(spec)
     if args.json:
@@ -77,11 +74,11 @@ def _measure(args: argparse.Namespace) -> int:
         m = measure_onnx(args.model, config)
     else:
         m = measure_spec(load_spec_arg(args.model), config)
+    device = this_device(config.runtime, config.threads)["id"]
     if args.json:
         print_json({"median_ms": m.median_ms, "iqr_ms": m.iqr_ms, "runs": m.runs, "runtime": config.runtime,
-                    "threads": config.threads, "device": this_device(config.runtime, config.threads)["id"]})
+                    "threads": config.threads, "device": device})
     else:
-        device = this_device(config.runtime, config.threads)["id"]
         print(f"median {m.median_ms:.4f} ms, IQR {m.iqr_ms:.4f} ms over {m.runs} runs "
               f"({config.runtime}, {config.threads} thread(s), device {device})")
     return 0

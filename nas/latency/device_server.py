@@ -395,8 +395,8 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def serve(config: ServerConfig, ready=None) -> None:
-    """Serve until interrupted; ``ready(server)`` is called once the socket is bound."""
+def serve(config: ServerConfig) -> None:
+    """Serve until interrupted."""
     server = DeviceServer(config)
     host, port = server.server_address[:2]
     server.log(f"nas device server ({API_VERSION}) on http://{host}:{port}"
@@ -404,8 +404,6 @@ def serve(config: ServerConfig, ready=None) -> None:
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.token:
         server.log("warning: listening beyond this machine without a token (--token-file): anyone who reaches "
                    "the port can keep this device busy")
-    if ready is not None:
-        ready(server)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

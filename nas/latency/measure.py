@@ -24,7 +24,7 @@ from nas.latency import remote
 from nas.latency.calibration import overhead_onnx
 from nas.latency.keys import UnitKey
 from nas.latency.runtimes import RUNTIMES, Runner, onnx_runner, torch_runner
-from nas.latency.standalone_measure import REFERENCE_ID, Measurement, Protocol, time_interleaved, time_reference
+from nas.latency.standalone_measure import REFERENCE_ID, Measurement, Protocol, time_interleaved
 from nas.spec.arch import ArchSpec
 
 __all__ = ["MeasureConfig", "Measurement", "measure_units", "measure_spec", "measure_specs", "measure_onnx",
@@ -123,25 +123,29 @@ def _remote_runtime(config: MeasureConfig) -> bool:
     return True
 
 
+def graph_runner(model: bytes | str | Path, config: MeasureConfig) -> Runner:
+    """An ONNX graph (bytes or a file) ready to time: on the active measurement server, else an
+    onnxruntime session here."""
+    if _remote_runtime(config):
+        return remote.RemoteGraph(model if isinstance(model, bytes) else Path(model).read_bytes())
+    return onnx_runner(model, config.threads, config.seed)
+
+
 def unit_runner(key: UnitKey, config: MeasureConfig) -> Runner:
     from nas.latency import kernels  # torch, only when something is measured
 
-    if _remote_runtime(config):
-        return remote.RemoteGraph(kernels.export_unit(key))
-    if config.runtime == "torch":
+    if config.runtime == "torch" and not _remote_runtime(config):
         return torch_runner(kernels.unit_module(key), key.input_shape, config.threads, config.seed)
-    return onnx_runner(kernels.export_unit(key), config.threads, config.seed)
+    return graph_runner(kernels.export_unit(key), config)
 
 
 def spec_runner(spec: ArchSpec, config: MeasureConfig) -> Runner:
     from nas.latency import kernels
 
-    if _remote_runtime(config):
-        return remote.RemoteGraph(kernels.export_spec(spec))
-    if config.runtime == "torch":
+    if config.runtime == "torch" and not _remote_runtime(config):
         return torch_runner(kernels.network_module(spec), kernels.network_input_shape(spec), config.threads,
                             config.seed)
-    return onnx_runner(kernels.export_spec(spec), config.threads, config.seed)
+    return graph_runner(kernels.export_spec(spec), config)
 
 
 def reference_runner(config: MeasureConfig) -> Runner | None:
@@ -170,11 +174,7 @@ def _reference_onnx(spec: str) -> bytes:
 
 def measure_reference(config: MeasureConfig) -> float:
     """The reference network's own latency (ms): the time base a new table's entries are put on."""
-    if _remote_runtime(config):
-        unpaired = replace(config.protocol, reference_runs=0)
-        graphs = {REFERENCE_ID: reference_runner(config).onnx}
-        return remote.active().measure(graphs, unpaired)[REFERENCE_ID].median_ms
-    return time_reference(reference_runner(config), config.protocol).median_ms
+    return timed({REFERENCE_ID: reference_runner(config)}, replace(config, reference_runs=0))[REFERENCE_ID].median_ms
 
 
 def timed(runners: dict[str, Runner], config: MeasureConfig) -> dict[str, Measurement]:
@@ -184,9 +184,7 @@ def timed(runners: dict[str, Runner], config: MeasureConfig) -> dict[str, Measur
     if _remote_runtime(config):  # the same protocol, timed on the server's device
         graphs = {name: _remote_graph(name, r).onnx for name, r in runners.items()}
         reference = reference_runner(config)
-        if reference is None:
-            return remote.active().measure(graphs, config.protocol)
-        return remote.active().measure(graphs, config.protocol, reference.onnx, config.reference_ms)
+        return remote.active().measure(graphs, config.protocol, reference and reference.onnx, config.reference_ms)
     return time_interleaved(runners, config.protocol, reference_runner(config), config.reference_ms)
 
 
@@ -245,9 +243,7 @@ def overhead_runner(config: MeasureConfig) -> Runner:
         from torch import nn
 
         return torch_runner(nn.ReLU(), (1, 1), config.threads, config.seed)
-    if _remote_runtime(config):
-        return remote.RemoteGraph(overhead_onnx())
-    return onnx_runner(overhead_onnx(), config.threads, config.seed)
+    return graph_runner(overhead_onnx(), config)
 
 
 def measure_specs(specs: list[ArchSpec], config: MeasureConfig, with_overhead: bool = False):
@@ -275,10 +271,8 @@ def onnx_file_runner(path: str | Path, config: MeasureConfig) -> Runner:
     path = Path(path)
     if not path.is_file():
         raise NasError(f"file not found: {path}")
-    if _remote_runtime(config):
-        return remote.RemoteGraph(path.read_bytes())
     try:
-        return onnx_runner(path, config.threads, config.seed)
+        return graph_runner(path, config)
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
         raise NasError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
 

@@ -547,7 +547,6 @@ def measure_manifest(directory: str | os.PathLike, threads: int | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description="Time the ONNX kernels of a nas kernels folder with onnxruntime.")
     parser.add_argument("directory", help="folder written by `nas lut export-kernels` (holds manifest.json)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the manifest's)")
