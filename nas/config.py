@@ -194,17 +194,15 @@ class TrainConfig:
         wd = DEFAULT_WD[self.optimizer] if self.weight_decay is None else self.weight_decay
         return {"lr": lr, "weight_decay": wd}
 
-    def resolved_precision(self) -> str:
-        """``fp32`` or ``bf16`` on this CPU."""
-        from nas.train.cpu import resolve_precision
-
-        return resolve_precision(self.precision)
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Steps per epoch over ``n_train`` images (``nas.data.steps_per_epoch`` at the batch size,
+        capped at the data's size)."""
+        return max(1, n_train // min(self.batch_size, n_train))
 
     def total_steps(self, n_train: int) -> int:
         if self.steps is not None:
             return int(self.steps)
-        per_epoch = max(1, n_train // min(self.batch_size, n_train))  # nas.data.steps_per_epoch
-        return max(1, math.ceil(self.epochs * per_epoch))
+        return max(1, math.ceil(self.epochs * self.steps_per_epoch(n_train)))
 
     def warmup(self, total: int) -> int:
         if self.warmup_steps is not None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from nas.config import (EXPORT_FORMATS, NetAdaptConfig, SettingError, TrainConfig, check_flag, check_number,
+from nas.config import (EXPORT_FORMATS, NetAdaptConfig, SettingError, TrainConfig, check_below, check_flag, check_number,
                         check_seed, check_strategy_options, check_text, short)
 from nas.errors import NasError
 from nas.io import check_output_dir, read_yaml
@@ -61,8 +61,7 @@ class DataSection:
             raise SettingError("name", f"expected a dataset name, got {short(self.name)}")
         check_text("data_dir", self.data_dir, optional=True)
         check_number("val_fraction", self.val_fraction, minimum=0, exclusive=True, optional=False)
-        if self.val_fraction >= 1:
-            raise SettingError("val_fraction", f"must be < 1, got {self.val_fraction}")
+        check_below("val_fraction", self.val_fraction, 1)
         check_number("subset", self.subset, integer=True, minimum=1)
         check_seed("seed", self.seed)
 
@@ -136,9 +135,7 @@ class RewardSection:
         if self.preset is None and (self.alpha is None or self.beta is None):
             raise SettingError(None, "give a preset or both alpha and beta")
         for key in ("alpha", "beta"):
-            check_number(key, getattr(self, key))
-            if getattr(self, key) is not None and getattr(self, key) > 0:
-                raise SettingError(key, f"must be <= 0, got {getattr(self, key)}")
+            check_number(key, getattr(self, key), maximum=0)
 
 
 @dataclass(frozen=True)

@@ -307,9 +307,11 @@ def resolve_table_stage(exp: Experiment, out: Path, progress: bool) -> Experimen
     CPU), its minutes go into ``stage_seconds.json`` as the ``table`` stage."""
     from nas.experiment import with_resolved_table
     from nas.latency.catalog import find_table
+    from nas.latency.table import read_meta
 
     lat = exp.latency
-    building = find_table(lat.table, lat.device, threads=lat.threads) is None
+    found = find_table(lat.table, lat.device, threads=lat.threads)
+    building = found is None or read_meta(found).get("calibration") is None  # built now, or its build resumed
     start = time.perf_counter()
     exp = with_resolved_table(exp, progress)
     if building:

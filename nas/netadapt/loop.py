@@ -217,8 +217,12 @@ class NetAdaptRun:
         start_ms = float(self.predictor.predict(self.spec))
         target_ms = Target.parse(self.config.target).ms(start_ms)
         smallest = smallest_reachable(self.spec)
-        self._prepare([smallest])
-        check_target(target_ms, start_ms, lambda: float(self.predictor.predict(smallest)))
+
+        def smallest_ms() -> float:  # its units are measured only when the target is below the start
+            self._prepare([smallest])
+            return float(self.predictor.predict(smallest))
+
+        check_target(target_ms, start_ms, smallest_ms)
         try:
             (self.out / "proposals").mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -193,8 +193,6 @@ def finish(experiment: Experiment, study: optuna.Study, out: Path, baseline: dic
 
 def summary_table(result: SearchResult):
     """Best network vs the space's baseline: accuracy, latencies, reward, size."""
-    import pandas as pd
-
     rows = []
     if result.best is not None:
         b = result.best

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from nas.errors import NasError
 from nas.experiment import Experiment, with_resolved_table
-from nas.search.loop import FINISHED, SearchLoop, evaluate_baseline  # noqa: F401  (the search's entry points)
+from nas.search.loop import evaluate_baseline
 from nas.search.results import SearchResult, finish, summary_table  # noqa: F401
 from nas.search.storage import Heartbeat, redact
 from nas.search.study import check_strategy, open_session, open_study, recover_interrupted  # noqa: F401

@@ -31,7 +31,6 @@ from typing import Any
 
 from nas.errors import NasError
 from nas.experiment import experiment_from_dict
-from nas.search.evaluate import make_evaluator  # noqa: F401  (the evaluators by name)
 from nas.search.loop import FINISHED
 from nas.search.storage import Heartbeat
 from nas.search.study import open_session

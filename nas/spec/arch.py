@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from nas.config import short
 from nas.errors import NasError
 
 ACTIVATIONS = ("relu", "relu6", "hswish")
@@ -64,27 +65,22 @@ def se_channels(channels: int) -> int:
 
 def _check_int(where: str, value: Any, minimum: int = 1, maximum: int = MAX_CHANNELS) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{where}: expected an integer, got {_short(value)}")
+        raise SpecError(f"{where}: expected an integer, got {short(value)}")
     if value < minimum:
         raise SpecError(f"{where}: must be >= {minimum}, got {value}")
     if value > maximum:
-        raise SpecError(f"{where}: must be <= {maximum:,}, got {_short(value)}")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+        raise SpecError(f"{where}: must be <= {maximum:,}, got {short(value)}")
 
 
 def _check_choice(where: str, value: Any, allowed: tuple) -> None:
     if isinstance(value, bool) or value not in allowed:
         shown = ", ".join(str(a) for a in allowed)
-        raise SpecError(f"{where}: {_short(value)} is not one of {shown}")
+        raise SpecError(f"{where}: {short(value)} is not one of {shown}")
 
 
 def _check_bool(where: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise SpecError(f"{where}: expected true or false, got {_short(value)}")
+        raise SpecError(f"{where}: expected true or false, got {short(value)}")
 
 
 # --- the dataclasses ---------------------------------------------------------------------------
@@ -167,7 +163,7 @@ class HeadSpec:
         _check_int(f"{where}.hidden", self.hidden, minimum=0)
         _check_choice(f"{where}.act", self.act, ACTIVATIONS)
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise SpecError(f"{where}.dropout: must be a number in [0, 1), got {_short(self.dropout)}")
+            raise SpecError(f"{where}.dropout: must be a number in [0, 1), got {short(self.dropout)}")
 
 
 @dataclass(frozen=True)
@@ -346,7 +342,7 @@ class ArchSpec:
 def _reject_unknown(where: str, data: dict, expected: set[str]) -> None:
     unknown = sorted(map(str, set(data) - expected))
     if unknown:
-        raise SpecError(f"{where}: unknown field {_short(unknown[0])} (expected: {', '.join(sorted(expected))})")
+        raise SpecError(f"{where}: unknown field {short(unknown[0])} (expected: {', '.join(sorted(expected))})")
 
 
 def _part(kind: type, data: Any, where: str):

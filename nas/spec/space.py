@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from nas.config import short
 from nas.errors import NasError
 from nas.io import read_yaml
 from nas.spec.arch import (ACTIVATIONS, KERNELS, MAX_CHANNELS, STRIDES, ArchSpec, BlockSpec, HeadSpec, LastStageSpec, SpecError,
@@ -258,11 +259,6 @@ class SearchSpace:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def vars_of(obj: Any) -> dict[str, Any]:
     return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
 
@@ -288,9 +284,9 @@ def _choices(where: str, value: Any, kind: type | tuple, allowed: tuple | None =
         if ok and isinstance(v, float) and not math.isfinite(v):
             ok = False
         if not ok:
-            raise SpaceError(f"{where}: {_short(v)} is not a valid choice")
+            raise SpaceError(f"{where}: {short(v)} is not a valid choice")
         if allowed is not None and v not in allowed:
-            raise SpaceError(f"{where}: {_short(v)} is not one of {', '.join(map(str, allowed))}")
+            raise SpaceError(f"{where}: {short(v)} is not one of {', '.join(map(str, allowed))}")
     if len(set(value)) != len(value):
         raise SpaceError(f"{where}: duplicated choice in {value}")
     return tuple(value)
@@ -301,20 +297,20 @@ def _stage(where: str, data: Any) -> StageChoices:
         raise SpaceError(f"{where}: expected a mapping")
     unknown = sorted(map(str, set(data) - STAGE_KEYS))
     if unknown:
-        raise SpaceError(f"{where}: unknown key {_short(unknown[0])} (expected: {', '.join(sorted(STAGE_KEYS))})")
+        raise SpaceError(f"{where}: unknown key {short(unknown[0])} (expected: {', '.join(sorted(STAGE_KEYS))})")
     for key in ("stride", "depth", "width", *BLOCK_CHOICES):
         if key not in data:
             raise SpaceError(f"{where}: missing key {key!r}")
     stride = data["stride"]
     if isinstance(stride, bool) or stride not in STRIDES:
-        raise SpaceError(f"{where}.stride: {_short(stride)} is not one of 1, 2")
+        raise SpaceError(f"{where}.stride: {short(stride)} is not one of 1, 2")
     depth = _choices(f"{where}.depth", data["depth"], int)
     width = _choices(f"{where}.width", data["width"], int)
     for name, values, most in (("depth", depth, MAX_STAGE_DEPTH), ("width", width, MAX_CHANNELS)):
         if min(values) < 1:
             raise SpaceError(f"{where}.{name}: choices must be >= 1, got {min(values)}")
         if max(values) > most:
-            raise SpaceError(f"{where}.{name}: choices must be <= {most:,}, got {_short(max(values))}")
+            raise SpaceError(f"{where}.{name}: choices must be <= {most:,}, got {short(max(values))}")
     expansion = tuple(float(v) if v != 1 else 1 for v in _choices(f"{where}.expansion", data["expansion"], (int, float)))
     if min(expansion) < 1 or max(expansion) > MAX_EXPANSION:
         raise SpaceError(f"{where}.expansion: ratios must be in [1, {MAX_EXPANSION}], got {list(expansion)}")
@@ -330,7 +326,7 @@ def _fixed(where: str, kind: type, data: Any):
     names = set(kind.__dataclass_fields__)
     unknown = sorted(map(str, set(data) - names))
     if unknown:
-        raise SpaceError(f"{where}: unknown key {_short(unknown[0])} (expected: {', '.join(sorted(names))})")
+        raise SpaceError(f"{where}: unknown key {short(unknown[0])} (expected: {', '.join(sorted(names))})")
     try:
         part = kind(**data)
         part.validate(where)
@@ -344,7 +340,7 @@ def space_from_dict(data: Any, source: str = "<memory>") -> SearchSpace:
         raise SpaceError(f"{source}: a space file must be a YAML mapping")
     unknown = sorted(map(str, set(data) - TOP_KEYS))
     if unknown:
-        raise SpaceError(f"{source}: unknown key {_short(unknown[0])} (expected: {', '.join(sorted(TOP_KEYS))})")
+        raise SpaceError(f"{source}: unknown key {short(unknown[0])} (expected: {', '.join(sorted(TOP_KEYS))})")
     for key in ("name", "input", "num_classes", "stem", "stages", "last_stage"):
         if key not in data:
             raise SpaceError(f"{source}: missing key {key!r}")

@@ -21,11 +21,11 @@ from typing import Callable, Iterator
 import torch
 import torch.nn as nn
 
-from nas.data import Augment, DataSplits, ImageDataset, eval_batches, steps_per_epoch, train_batches
+from nas.data import Augment, DataSplits, ImageDataset, eval_batches, train_batches
 from nas.errors import NasError
 from nas.config import TrainConfig
 from nas.threads import torch_threads
-from nas.train.cpu import fused_supported
+from nas.train.cpu import fused_supported, resolve_precision
 from nas.train.resume import TrainState, fingerprint, load_state, save_state
 
 ReportFn = Callable[[int, float, float], bool]
@@ -205,11 +205,11 @@ class _Loop:
         self.model, self.splits, self.config, self.progress, self.report = model, splits, config, progress, report
         self.state_path = None if state_path is None else Path(state_path)
         self.n_train = len(splits.train)
-        self.per_epoch = steps_per_epoch(self.n_train, min(config.batch_size, self.n_train))
+        self.per_epoch = config.steps_per_epoch(self.n_train)
         self.total = config.total_steps(self.n_train)
         self.warmup, self.base_lr = config.warmup(self.total), config.resolved()["lr"]
         self.eval_interval = self.total if config.eval_every is None else max(1, round(config.eval_every * self.per_epoch))
-        self.precision = config.resolved_precision()
+        self.precision = resolve_precision(config.precision)
         self.history: list[dict] = []
         self.val_acc, self.loss_sum, self.loss_count, self.images_seen = float("nan"), 0.0, 0, 0
         self.train_seconds, self.seconds_before, self.step = 0.0, 0.0, 0
