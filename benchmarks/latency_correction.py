@@ -8,8 +8,8 @@ calibrated on (as many as the largest sample count) and ``--held-out`` others ar
 interleaved, with the default protocol paired with the space's reference network (timed here).
 For each sample count the first k of the former fit
 
-- the table calibration (:mod:`nas.latency.calibration`: a weight per unit class pulled toward one
-  scale), what ``nas lut adapt --samples k`` writes, and
+- the table calibration (:mod:`nas.latency.calibration`: summed entries, weights and unit count,
+  least squares), what ``nas lut adapt --samples k`` writes, and
 - the single-scale baseline (the median of measured / summed),
 
 and both predict the held-out networks. It prints, per k, the share within ±5 % and ±10 %, the MAPE
@@ -69,8 +69,8 @@ def main() -> None:
     rows = []
     for k in args.samples:
         calibration = fit_calibration(pool[:k], entries[:k], fit_y[:k], overhead_ms=0.0)
-        per_class = np.array([apply_calibration(calibration, e) for e in entries[len(pool):]])
-        for model, predicted in (("per-class (nas lut adapt)", per_class), ("single scale", calibration["scale"] * test_raw)):
+        fitted = np.array([apply_calibration(calibration, s, e) for s, e in zip(held, entries[len(pool):])])
+        for model, predicted in (("table calibration (nas lut adapt)", fitted), ("single scale", calibration["scale"] * test_raw)):
             f = figures(predicted, test_y)
             rows.append({"samples": k, "model": model, "within_5": f.within_5, "within_10": f.within_10,
                          "mape": f.mape, "spearman": f.spearman})

@@ -10,10 +10,11 @@ import torch
 
 from nas.latency import (ForeignTableError, LatencyPredictor, MeasureConfig, MissingEntryError, TableError,
                          build_table, ensure_entries, load_predictor, load_table, space_unit_keys, unit_keys)
-from nas.latency.calibration import CALIBRATION_NETWORKS, apply_calibration, fit_calibration, unit_class
+from nas.latency.calibration import (CALIBRATION_NETWORKS, COEFFICIENTS, MIN_FIT_NETWORKS, MIN_SHARE, apply_calibration,
+                                     fit_calibration)
 from nas.latency.keys import UnitKey
 from nas.latency.table import ENTRIES, META
-from nas.spec import load_space
+from nas.spec import count_params, load_space
 from nas.spec.arch import ArchSpec
 from tests.latency_helpers import FAST, write_space
 
@@ -66,58 +67,81 @@ def test_predictor_sums_entries_then_calibrates(tiny):
     table = predictor.table
     expected_sum = sum(table.median_ms(k.id) for k in unit_keys(spec))
     assert predictor.raw_sum(spec) == pytest.approx(expected_sum)
-    weights = table.calibration["class_weights"]
-    scale = table.calibration["scale"]
-    assert predictor.predict(spec) == pytest.approx(sum(weights.get(unit_class(k), scale) * table.median_ms(k.id)
-                                                        for k in unit_keys(spec)))
+    c = table.calibration["coefficients"]
+    expected = (c["units"] * expected_sum + c["params_m"] * count_params(spec) / 1e6
+                + c["n_units"] * len(unit_keys(spec)))
+    floor = MIN_SHARE * table.calibration["scale"] * expected_sum
+    assert predictor.predict(spec) == pytest.approx(max(expected, floor))
     breakdown = predictor.unit_breakdown(spec)
     assert list(breakdown["unit"]) == [k.id for k in unit_keys(spec)]
     assert breakdown["share"].sum() == pytest.approx(1.0)
     assert LatencyPredictor(table, calibrated=False).predict(spec) == pytest.approx(expected_sum)
 
 
-SE_BLOCK = UnitKey("block", size=8, in_ch=8, exp=24, out=8, kernel=3, stride=2, se=True, act="hswish")
-PLAIN_BLOCK = UnitKey("block", size=8, in_ch=8, exp=24, out=8, kernel=3, stride=2, act="relu")
 STEM = UnitKey("stem", size=8, in_ch=1, out=8, kernel=3, stride=1, act="relu")
-ONE_SPEC = [ArchSpec.from_string("in8x1 stem_c8_k3_s1_re ir_k3_e24_c8_s2_re last_c16_re head_c0_re_d0 cls3")]
+BLOCK = UnitKey("block", size=8, in_ch=8, exp=24, out=8, kernel=3, stride=1, act="relu")
 
 
-def _networks(stem, se, plain):
-    return [[(STEM, a), (SE_BLOCK, b), (PLAIN_BLOCK, c)] for a, b, c in zip(stem, se, plain)]
+def _network(blocks: int, expansion: int) -> ArchSpec:
+    body = " ".join([f"ir_k3_e{expansion}_c8_s1_re"] * blocks)
+    return ArchSpec.from_string(f"in8x1 stem_c8_k3_s1_re {body} last_c16_re head_c0_re_d0 cls3")
 
 
-def test_calibration_fit_recovers_one_scale_exactly():
-    entries = _networks([0.1, 0.2, 0.1, 0.3, 0.2], [0.5, 0.3, 0.8, 0.4, 0.6], [0.2, 0.6, 0.3, 0.1, 0.4])
-    measured = [0.9 * sum(ms for _, ms in e) for e in entries]
-    calib = fit_calibration(ONE_SPEC * 5, entries, measured, overhead_ms=0.01)
+def _networks(count: int, seed: int = 0):
+    """``count`` networks of 1-4 blocks and their entries: a stem, then blocks of random latencies."""
+    rng = np.random.default_rng(seed)
+    specs = [_network(int(rng.integers(1, 5)), int(rng.choice([16, 24, 48, 96]))) for _ in range(count)]
+    entries = [[(STEM, rng.uniform(0.05, 0.2))] + [(BLOCK, rng.uniform(0.05, 0.4)) for _ in spec.blocks]
+               for spec in specs]
+    features = np.array([[sum(ms for _, ms in e), count_params(s) / 1e6, len(e)] for s, e in zip(specs, entries)])
+    return specs, entries, features
+
+
+def test_calibration_recovers_one_scale_exactly():
+    specs, entries, features = _networks(8)
+    calib = fit_calibration(specs, entries, 0.9 * features[:, 0], overhead_ms=0.01)
     assert calib["scale"] == pytest.approx(0.9)
-    assert all(w == pytest.approx(0.9) for w in calib["class_weights"].values())
-    assert apply_calibration(calib, [(STEM, 1.0), (SE_BLOCK, 2.0)]) == pytest.approx(2.7)
-    wider = UnitKey("block", size=16, in_ch=8, exp=24, out=8, kernel=3, stride=2, act="relu")
-    assert unit_class(wider) not in calib["class_weights"]  # a resolution none of the networks had: the scale
-    assert apply_calibration(calib, [(wider, 1.0)]) == pytest.approx(0.9)
+    assert list(calib["coefficients"]) == list(COEFFICIENTS)
+    assert [calib["coefficients"][n] for n in COEFFICIENTS] == pytest.approx([0.9, 0, 0], abs=1e-9)
+    assert apply_calibration(calib, specs[0], entries[0]) == pytest.approx(0.9 * features[0, 0])
     assert calib["fit_max_abs_error"] == pytest.approx(0, abs=1e-9)
 
 
-def test_calibration_moves_a_class_that_costs_more_in_context():
-    """SE blocks that cost 30 % more inside networks than alone: their weight rises above the other
-    classes', and the fit predicts held-out networks better than one scale would."""
-    rng = np.random.default_rng(0)
-    stem, se, plain = (rng.uniform(0.1, 0.6, 40) for _ in range(3))
-    entries = _networks(stem, se, plain)
-    measured = stem + 1.3 * se + plain
-    calib = fit_calibration(ONE_SPEC * 30, entries[:30], measured[:30], overhead_ms=0.01)
-    w = calib["class_weights"]
-    se, plain = unit_class(SE_BLOCK), unit_class(PLAIN_BLOCK)
-    assert se == "block_se1_hswish_r8" and plain == "block_se0_relu_r8"
-    assert w[se] > w[plain] + 0.1 and w[se] > w["stem"] + 0.1
-    fitted = np.array([apply_calibration(calib, e) for e in entries[30:]])
-    one_scale = calib["scale"] * np.array([sum(ms for _, ms in e) for e in entries[30:]])
-    assert np.abs(fitted / measured[30:] - 1).mean() < 0.5 * np.abs(one_scale / measured[30:] - 1).mean()
+def test_calibration_finds_what_weights_and_units_cost_in_a_whole_network():
+    """Networks that pay 50 us per thousand weights and 20 us less per unit than their units alone:
+    the fit recovers both and predicts held-out networks exactly, where one scale cannot."""
+    specs, entries, features = _networks(40)
+    measured = features @ np.array([1.1, 50.0, -0.02])
+    calib = fit_calibration(specs[:20], entries[:20], measured[:20], overhead_ms=0.01)
+    assert [calib["coefficients"][n] for n in COEFFICIENTS] == pytest.approx([1.1, 50.0, -0.02])
+    fitted = np.array([apply_calibration(calib, s, e) for s, e in zip(specs[20:], entries[20:])])
+    assert fitted == pytest.approx(measured[20:])
+    one_scale = calib["scale"] * features[20:, 0]
+    assert np.abs(one_scale / measured[20:] - 1).max() > 0.1
+
+
+def test_calibration_falls_back_to_one_scale():
+    specs, entries, features = _networks(MIN_FIT_NETWORKS + 5)
+    few = fit_calibration(specs[:MIN_FIT_NETWORKS - 1], entries[:MIN_FIT_NETWORKS - 1],
+                          features[:MIN_FIT_NETWORKS - 1] @ np.array([1.1, 50.0, -0.02]), overhead_ms=0.01)
+    assert few["coefficients"] == {"units": few["scale"], "params_m": 0.0, "n_units": 0.0}
+    # latency falling as the entries grow: not a usable fit
+    backwards = fit_calibration(specs, entries, features @ np.array([-0.2, 50.0, 0.3]), overhead_ms=0.01)
+    assert backwards["coefficients"] == {"units": backwards["scale"], "params_m": 0.0, "n_units": 0.0}
+    same = [specs[0]] * MIN_FIT_NETWORKS  # one architecture: weights and unit count never vary
+    flat = fit_calibration(same, [entries[0]] * MIN_FIT_NETWORKS, [1.0] * MIN_FIT_NETWORKS, overhead_ms=0.01)
+    assert flat["coefficients"]["params_m"] == 0.0
+
+
+def test_a_prediction_never_goes_below_its_share_of_the_scaled_sum():
+    specs, entries, features = _networks(1)
+    calib = {"scale": 1.0, "coefficients": {"units": 0.1, "params_m": 0.0, "n_units": -1.0}}
+    assert apply_calibration(calib, specs[0], entries[0]) == pytest.approx(MIN_SHARE * features[0, 0])
 
 
 def test_uncalibrated_prediction_is_the_sum():
-    assert apply_calibration(None, [(STEM, 0.25), (SE_BLOCK, 0.5)]) == pytest.approx(0.75)
+    spec = _network(1, 24)
+    assert apply_calibration(None, spec, [(STEM, 0.25), (BLOCK, 0.5)]) == pytest.approx(0.75)
 
 
 def test_missing_entry_names_the_unit(tiny):
@@ -243,14 +267,41 @@ def test_torn_last_line_is_ignored_by_readers_and_cut_by_the_next_writer(tiny, t
     assert len(load_table(path)) == n + 1 and "TORN" not in csv.read_text()
 
 
-@pytest.mark.parametrize("weights", [{"block_se1_hswish_r8": -1.0}, {"no such class": 1.0}, {},
-                                     {"stem": float("inf")}])
-def test_a_table_with_bad_calibration_weights_is_refused(tiny, tmp_path, weights):
+@pytest.mark.parametrize("coefficients", [{"units": -1.0, "params_m": 0.0, "n_units": 0.0}, {"no such feature": 1.0},
+                                          {}, {"units": 1.0, "params_m": float("inf"), "n_units": 0.0},
+                                          {"units": 1.0, "params_m": "0", "n_units": 0.0}])
+def test_a_table_with_bad_calibration_coefficients_is_refused(tiny, tmp_path, coefficients):
     _, path = tiny
     copy = tmp_path / "copy"
     shutil.copytree(path, copy)
     meta = json.loads((copy / META).read_text())
-    meta["calibration"]["class_weights"] = weights
+    meta["calibration"]["coefficients"] = coefficients
     (copy / META).write_text(json.dumps(meta).replace("Infinity", "1e999"))
-    with pytest.raises(TableError, match="calibration class weights"):
+    with pytest.raises(TableError, match="calibration coefficients"):
+        load_table(copy)
+
+
+def test_an_older_calibration_is_refitted_from_its_stored_networks(tiny, tmp_path):
+    """A table calibrated by an older version loads with this version's model, fitted from the
+    networks and latencies its meta.json holds; nothing is measured or written."""
+    _, path = tiny
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    meta = json.loads((copy / META).read_text())
+    current = dict(meta["calibration"])
+    meta["calibration"] = {"model": "per-class ridge toward one scale", "class_weights": {"stem": 1.0}, "scale": 1.0,
+                           **{k: current[k] for k in ("specs", "measured_ms", "overhead_ms", "networks")}}
+    (copy / META).write_text(json.dumps(meta))
+    before = (copy / META).read_bytes()
+    table = load_table(copy)
+    assert table.calibration["model"] == current["model"]
+    assert table.calibration["coefficients"] == pytest.approx(current["coefficients"])
+    assert (copy / META).read_bytes() == before
+    meta["calibration"].pop("measured_ms")
+    (copy / META).write_text(json.dumps(meta))
+    with pytest.raises(TableError, match="no measured networks to refit it from"):
+        load_table(copy)
+    meta["calibration"].update(measured_ms=current["measured_ms"], specs=["not a spec"] * len(current["specs"]))
+    (copy / META).write_text(json.dumps(meta))
+    with pytest.raises(TableError, match="cannot be refitted"):
         load_table(copy)

@@ -50,7 +50,7 @@ class LatencyPredictor:
 
     def predict(self, spec) -> float:
         """Predicted end-to-end latency in ms (uncalibrated sum when the table has no calibration)."""
-        return apply_calibration(self.calibration, self.entries(spec))
+        return apply_calibration(self.calibration, spec, self.entries(spec))
 
     __call__ = predict
 

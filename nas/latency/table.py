@@ -28,8 +28,8 @@ import pandas as pd
 
 from nas.errors import NasError
 from nas.io import write_text_atomic
-from nas.latency.calibration import CLASS_NAME, MODEL
-from nas.latency.keys import UnitKey, key_from_row
+from nas.latency.calibration import COEFFICIENTS, MAX_CALIBRATION_NETWORKS, MODEL, refit_calibration
+from nas.latency.keys import UnitKey, key_from_row, unit_keys
 from nas.latency.standalone_measure import Measurement
 
 TABLE_FORMAT = "nas-latency-table/1"
@@ -150,22 +150,33 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
 
 
 def _check_calibration(calibration: dict[str, Any] | None, where: Path) -> None:
-    """A calibration must be of the model this version applies, with a finite positive weight per class."""
+    """A calibration must be of the model this version applies, with a finite coefficient per feature
+    (the one on the summed entries positive) and a positive common scale; an older model's must hold
+    the networks it was fitted on and their measured latencies (:func:`load_table` refits it)."""
     if not calibration:
         return
     if calibration.get("model") != MODEL:
-        raise TableError(f"{where}: calibration model {str(calibration.get('model'))[:80]!r} is not {MODEL!r} "
-                         f"(an older version's: delete "
-                         f"its \"calibration\" from meta.json and run `nas lut build --out {where.parent}` on its device)")
-    weights = calibration.get("class_weights")
-    if not isinstance(weights, dict) or not 0 < len(weights) <= 1000 or not all(
-            isinstance(c, str) and CLASS_NAME.fullmatch(c) for c in weights) or not all(
-            _positive_number(w) for w in [*weights.values(), calibration.get("scale")]):
-        raise TableError(f"{where}: corrupt metadata (calibration class weights)")
+        specs, measured = calibration.get("specs"), calibration.get("measured_ms")
+        if not (isinstance(specs, list) and isinstance(measured, list) and 0 < len(specs) == len(measured)
+                <= MAX_CALIBRATION_NETWORKS and all(isinstance(s, str) for s in specs)
+                and all(_positive_number(m) for m in measured)):
+            raise TableError(f"{where}: calibration model {str(calibration.get('model'))[:80]!r} is not {MODEL!r} "
+                             f"and holds no measured networks to refit it from (delete its \"calibration\" from "
+                             f"meta.json and run `nas lut build --out {where.parent}` on its device)")
+        return
+    coefficients = calibration.get("coefficients")
+    if not isinstance(coefficients, dict) or set(coefficients) != set(COEFFICIENTS) or not all(
+            _finite_number(c) for c in coefficients.values()) or not all(
+            _positive_number(v) for v in (coefficients["units"], calibration.get("scale"))):
+        raise TableError(f"{where}: corrupt metadata (calibration coefficients)")
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _positive_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return _finite_number(value) and value > 0
 
 
 def _check_space_record(record: dict[str, Any] | None, where: Path) -> None:
@@ -250,7 +261,23 @@ def load_table(path: str | Path, overlay: str | Path | None = None) -> LatencyTa
     if overlay_dir is not None and (overlay_dir / ENTRIES).exists():
         extra = read_entries(overlay_dir)
         entries = pd.concat([entries, extra[~extra.index.isin(entries.index)]])
-    return LatencyTable(directory, entries, meta)
+    table = LatencyTable(directory, entries, meta)
+    if (meta.get("calibration") or {}).get("model") not in (None, MODEL):
+        meta["calibration"] = _refitted_calibration(table)
+    return table
+
+
+def _refitted_calibration(table: LatencyTable) -> dict[str, Any]:
+    """An older version's calibration fitted again, in memory, with this version's model from the
+    networks and latencies it stores: no new measurement, nothing written."""
+    def entries_of(spec) -> list[tuple[UnitKey, float]]:
+        return [(key, table.median_ms(key.id)) for key in unit_keys(spec)]
+
+    try:
+        return refit_calibration(table.meta["calibration"], entries_of)
+    except (NasError, KeyError, ValueError, TypeError) as exc:
+        raise TableError(f"{table.path / META}: corrupt metadata (the older calibration cannot be refitted: "
+                         f"{str(exc)[:200]})") from None
 
 
 @contextlib.contextmanager
