@@ -4,7 +4,7 @@
 table's space on this machine (the baseline and seeded samples: the networks a table of the space is
 calibrated on), with the default protocol paired with the space's reference network timed here,
 and fits the source's entries to them with the table calibration (:mod:`nas.latency.calibration`:
-one weight per unit class, pulled toward one scale). The result is a table of *this* device:
+summed entries, weights and unit count, least squares). The result is a table of *this* device:
 
 - ``entries.csv``: the source's entries, unchanged (the source device's time base);
 - ``meta.json``: this machine's fingerprint, the protocol and reference timed here, the calibration
