@@ -1,5 +1,6 @@
 """``nas run``: the whole pipeline on a tiny budget, rerun skips finished stages, resume after a failure."""
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -139,13 +140,12 @@ def test_failure_in_a_stage_resumes_without_redoing_earlier_ones(finished_run, t
 
 
 def test_bad_experiment_sections(tmp_path):
-    data = tiny_experiment(tmp_path)
-    data["netadapt"]["colour"] = 1
+    base = tiny_experiment(tmp_path)
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(data))
-    assert_one_line_error(run_cli("run", path), "netadapt: unknown key 'colour'")
-    data = tiny_experiment(tmp_path / "b")
-    data["export"]["formats"] = ["tflite"]
-    path.write_text(yaml.safe_dump(data))
-    assert_one_line_error(run_cli("run", path), "export.formats: unknown format 'tflite'")
-    assert not (tmp_path / "b" / "out").exists()  # refused before any work
+    for section, key, value, message in [("netadapt", "colour", 1, "netadapt: unknown key 'colour'"),
+                                         ("export", "formats", ["tflite"], "export.formats: unknown format 'tflite'")]:
+        data = copy.deepcopy(base)
+        data[section][key] = value
+        path.write_text(yaml.safe_dump(data))
+        assert_one_line_error(run_cli("run", path), message)
+    assert not (tmp_path / "out").exists()  # refused before any work

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+from typing import Callable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +46,15 @@ def measuring_device(url: str | None, token_file: str | None = None) -> contextl
     from nas.latency.remote import use_device
 
     return use_device(url, token_file)
+
+
+def on_device(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command whose measurements go to ``--device URL``'s server (to this machine without one)."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        with measuring_device(args.device, args.token_file):
+            return command(args)
+    return run
 
 
 def split_target(device: str | None) -> tuple[str | None, str | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nas.cli import args as A
-from nas.cli.device import measuring_device, remote_options, split_target
+from nas.cli.device import measuring_device, on_device, remote_options, split_target
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,12 +58,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+@on_device
 def cmd_measure(args: argparse.Namespace) -> int:
-    with measuring_device(args.device, args.token_file):
-        return _measure(args)
-
-
-def _measure(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency import MeasureConfig, measure_onnx, measure_spec
     from nas.latency.device import this_device

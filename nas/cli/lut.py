@@ -6,7 +6,7 @@ import argparse
 import time
 
 from nas.cli import args as A
-from nas.cli.device import measuring_device, remote_options
+from nas.cli.device import on_device, remote_options
 
 
 def _protocol_options(p: argparse.ArgumentParser) -> None:
@@ -105,12 +105,8 @@ def _inputs(args: argparse.Namespace):
     return space, specs
 
 
+@on_device
 def cmd_build(args: argparse.Namespace) -> int:
-    with measuring_device(args.device, args.token_file):
-        return _build(args)
-
-
-def _build(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.errors import NasError
     from nas.latency import build_table, load_table
@@ -168,12 +164,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+@on_device
 def cmd_adapt(args: argparse.Namespace) -> int:
-    with measuring_device(args.device, args.token_file):
-        return _adapt(args)
-
-
-def _adapt(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency import load_table
     from nas.latency.adapt import adapt_table
@@ -195,12 +187,8 @@ def _adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+@on_device
 def cmd_validate(args: argparse.Namespace) -> int:
-    with measuring_device(args.device, args.token_file):
-        return _validate(args)
-
-
-def _validate(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.latency.validate import validate_table
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nas.cli import args as A
-from nas.cli.device import measuring_device, remote_options
+from nas.cli.device import on_device, remote_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,12 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_netadapt)
 
 
+@on_device
 def cmd_netadapt(args: argparse.Namespace) -> int:
-    with measuring_device(args.device, args.token_file):
-        return _netadapt(args)
-
-
-def _netadapt(args: argparse.Namespace) -> int:
     from nas.cli import print_json
     from nas.netadapt import NetAdaptConfig, netadapt_checkpoint
     from nas.train import load_checkpoint

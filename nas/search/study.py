@@ -67,7 +67,7 @@ def open_study(experiment: Experiment, space: SearchSpace, strategy: str, storag
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     backend = make_storage(storage, heartbeat)
     try:
-        sampler = cls.sampler(experiment.search.seed, experiment.search.options, constraints, space)
+        sampler = cls.sampler(experiment.search.seed, strategy_options(experiment, strategy), constraints, space)
         study = optuna.create_study(storage=backend, study_name=study_name, directions=directions, sampler=sampler,
                                     pruner=_pruner(experiment.proxy.pruner), load_if_exists=True)
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
@@ -143,8 +143,13 @@ def check_strategy(experiment: Experiment, strategy: str | None = None) -> str:
     strategy = strategy or experiment.search.strategy
     if strategy not in STRATEGIES:
         raise NasError(f"unknown strategy {strategy!r} (choose from: {', '.join(STRATEGIES)})")
-    STRATEGIES[strategy].check_options(experiment.search.options if strategy == experiment.search.strategy else {})
+    STRATEGIES[strategy].check_options(strategy_options(experiment, strategy))
     return strategy
+
+
+def strategy_options(experiment: Experiment, strategy: str) -> dict:
+    """The experiment's ``search.options`` when it runs its own strategy; none for another one."""
+    return experiment.search.options if strategy == experiment.search.strategy else {}
 
 
 def open_session(experiment: Experiment, *, strategy: str | None = None, n_trials: int | None = None,
@@ -152,7 +157,7 @@ def open_session(experiment: Experiment, *, strategy: str | None = None, n_trial
                  evaluator=None, heartbeat: Heartbeat | None = None, workers: int = 1) -> Session:
     """Check the arguments, open (or create) the study and resolve the latency target."""
     strategy = check_strategy(experiment, strategy)
-    options = experiment.search.options if strategy == experiment.search.strategy else {}
+    options = strategy_options(experiment, strategy)
     n_trials = n_trials if n_trials is not None else experiment.search.n_trials
     if n_trials < 1:
         raise NasError(f"the number of trials must be >= 1, got {n_trials}")
