@@ -21,7 +21,7 @@ from nas.errors import NasError
 from nas.spec import ArchSpec, count_madds, count_params
 
 ReportFn = Callable[[int, float, float], bool]
-EVALUATORS = "proxy, synthetic or synthetic:SECONDS"
+EVALUATORS = "proxy, supernet, synthetic or synthetic:SECONDS"
 
 
 @dataclass(frozen=True)
@@ -133,10 +133,15 @@ class SlowEvaluator:
 
 
 def make_evaluator(name: str, experiment):
-    """``proxy`` (train on the experiment's data), ``synthetic`` (instant, fake accuracies) or
+    """``proxy`` (train on the experiment's data), ``supernet`` (score with the experiment's trained
+    supernet, :mod:`nas.supernet.score`), ``synthetic`` (instant, fake accuracies) or
     ``synthetic:SECONDS`` (the same, taking SECONDS per trial)."""
     if name == "proxy":
         return ProxyEvaluator(experiment, progress=False)
+    if name == "supernet":
+        from nas.supernet.score import SupernetEvaluator
+
+        return SupernetEvaluator(experiment)
     if name == "synthetic":
         return SyntheticEvaluator()
     if name.startswith("synthetic:"):

@@ -174,7 +174,7 @@ def open_session(experiment: Experiment, *, strategy: str | None = None, n_trial
     else:
         heartbeat = None
     if evaluator is None or isinstance(evaluator, str):
-        evaluator = make_evaluator(evaluator or "proxy", experiment)
+        evaluator = make_evaluator(evaluator or experiment.search.evaluator, experiment)
     target = experiment.reward.target_ms
     if target == "baseline":
         target = baseline_latency(evaluator, space)
