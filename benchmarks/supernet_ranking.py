@@ -136,7 +136,8 @@ def main() -> int:
           f"(subset {d.subset}), supernet sampling {args.sampling}, BN recalibration on {bn_batches} batches")
     print(f"{'':<26}{'Kendall tau':>12}{'Spearman rho':>14}")
     print(f"{'supernet vs proxy':<26}{result['kendall_tau_vs_proxy']:>12.3f}{result['spearman_rho_vs_proxy']:>14.3f}")
-    print(f"{'supernet vs longer':<26}{result['kendall_tau_vs_longer']:>12.3f}{result['spearman_rho_vs_longer']:>14.3f}")
+    print(f"{'supernet vs longer':<26}{result['kendall_tau_vs_longer']:>12.3f}"
+          f"{result['spearman_rho_vs_longer']:>14.3f}")
     print(f"{'proxy vs longer':<26}{result['kendall_tau_proxy_vs_longer']:>12.3f}")
     print(f"cost (s): supernet training {cost['supernet_train']:.1f}, supernet scoring {cost['supernet_score']:.1f} "
           f"({result['seconds_per_candidate_scored']:.2f} s per candidate), proxy trainings {cost['proxy']:.1f}, "

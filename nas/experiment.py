@@ -15,6 +15,7 @@ Example (``experiments/fashion_mnist.yaml``)::
     latency: {table: ../latency_tables/fashion_mnist}   # this machine's table (built on first use)
     reward: {target_ms: baseline, preset: hard}   # or a number of ms; or alpha/beta
     search: {strategy: rl, n_trials: 40, timeout_min: 55, seed: 0}
+    # one-shot: search: {evaluator: supernet, ...} and supernet: {path: ../runs/supernet, bn_batches: 8}
 """
 
 from __future__ import annotations

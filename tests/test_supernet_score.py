@@ -12,7 +12,7 @@ from nas.supernet.model import Supernet, extract
 from nas.supernet.score import recalibrate_batchnorm, score_candidate
 from nas.supernet.train import SupernetSettings, load_supernet, train_supernet
 from nas.train import TrainConfig
-from tests.conftest import ROOT, assert_one_line_error, run_main
+from tests.conftest import assert_one_line_error, run_main
 from tests.supernet_helpers import write_super_space
 from tests.test_trainer import toy_splits
 

@@ -16,7 +16,6 @@ fine-tuning and export use the standard model. :func:`sliced` is the one slicing
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import torch
@@ -65,10 +64,6 @@ def smallest_spec(space: SearchSpace) -> ArchSpec:
     return space.decode(smallest_assignment(space))
 
 
-def sample_spec(space: SearchSpace, rng: random.Random) -> ArchSpec:
-    return space.sample(rng)
-
-
 def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, channels: int) -> torch.Tensor:
     """``bn`` on its first ``channels`` entries (in training, their running statistics are updated in place)."""
     training = bn.training and bn.track_running_stats
@@ -92,12 +87,12 @@ class SuperBlock(nn.Module):
     slice ``spec`` describes. Its parameter names are those of :class:`nas.models.blocks.InvertedResidual`."""
 
     def __init__(self, in_channels: int, exp_channels: int, out_channels: int, kernel: int, stride: int,
-                 expands: bool) -> None:
+                 expands: bool, has_se: bool) -> None:
         super().__init__()
         self.stride = stride
         self.expand = ConvNormAct(in_channels, exp_channels, 1) if expands else None
         self.depthwise = ConvNormAct(exp_channels, exp_channels, kernel, stride, groups=exp_channels)
-        self.se = SqueezeExcite(exp_channels, se_channels(exp_channels))
+        self.se = SqueezeExcite(exp_channels, se_channels(exp_channels)) if has_se else None
         self.project = ConvNormAct(exp_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, spec: BlockSpec) -> torch.Tensor:
@@ -119,7 +114,7 @@ class SuperBlock(nn.Module):
 
 def _block_bounds(space: SearchSpace) -> list[list[dict[str, int]]]:
     """Per stage and block: the largest input, expansion and output widths and kernel, and whether
-    any choice has a 1x1 expansion conv."""
+    any choice has a 1x1 expansion conv or SE."""
     bounds, previous = [], (space.stem.out_channels,)
     for st in space.stages:
         stage = []
@@ -128,7 +123,7 @@ def _block_bounds(space: SearchSpace) -> list[list[dict[str, int]]]:
             stage.append({"in": max(ins), "out": max(st.width), "kernel": max(st.kernel),
                           "stride": st.stride if j == 0 else 1,
                           "exp": max(expansion_width(c, r) for c in ins for r in st.expansion),
-                          "expands": any(r != 1 for r in st.expansion)})
+                          "expands": any(r != 1 for r in st.expansion), "se": True in st.se})
         bounds.append(stage)
         previous = st.width
     return bounds
@@ -145,7 +140,8 @@ class Supernet(nn.Module):
         self.largest = largest_spec(space)
         self.stem = Stem(space.stem, space.in_channels)
         self.stages = nn.ModuleList(
-            nn.ModuleList(SuperBlock(b["in"], b["exp"], b["out"], b["kernel"], b["stride"], b["expands"]) for b in stage)
+            nn.ModuleList(SuperBlock(b["in"], b["exp"], b["out"], b["kernel"], b["stride"], b["expands"], b["se"])
+                          for b in stage)
             for stage in _block_bounds(space))
         self.last = LastStage(space.last, max(space.stages[-1].width))
         self.head = Head(space.head, self.largest.classifier_in, space.num_classes)

@@ -39,6 +39,7 @@ from nas.supernet.model import Supernet, largest_spec, smallest_spec
 from nas.threads import torch_threads
 from nas.train import TrainConfig, evaluate, lr_at
 from nas.train.checkpoint import check_checkpoint_file, load_weights_only
+from nas.train.trainer import _progress as progress_bar
 from nas.train.trainer import epoch_line, make_optimizer
 
 FORMAT = "nas-supernet/1"
@@ -180,7 +181,7 @@ class _SupernetLoop:
         batches = train_batches(self.splits.train, config.batch_size, self.generator, augment, config.channels_last)
         if config.channels_last:
             self.net.to(memory_format=torch.channels_last)
-        bar = _bar(None if self.budget_seconds else self.total, self.progress, self.step)
+        bar = progress_bar(None if self.budget_seconds else self.total, self.progress, self.step)
         loss_sum, loss_count = 0.0, 0
         try:
             while not self.done():
@@ -270,13 +271,6 @@ def _zero_grads(net: nn.Module) -> None:
             p.grad = torch.zeros_like(p)
         else:
             p.grad.zero_()
-
-
-def _bar(total: int | None, enabled: bool, initial: int):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="step", disable=None if enabled else True, dynamic_ncols=True,
-                leave=False)
 
 
 def train_supernet(space: SearchSpace, splits: DataSplits, settings: SupernetSettings, out: str | Path,
