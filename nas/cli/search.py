@@ -48,6 +48,8 @@ def run(args) -> int:
     experiment = load_experiment(args.experiment)
     if args.out:
         experiment = experiment.replace(out=Path(args.out))
+    if args.evaluator:  # the study's identity follows the evaluator
+        experiment = experiment.replace(search={"evaluator": args.evaluator})
     url, device = split_target(args.device)
     if device:
         experiment = experiment.replace(latency={"device": device})
