@@ -88,3 +88,15 @@ def test_a_supernet_evaluator_without_a_path_is_refused(tiny_test_experiment, ca
     tiny_test_experiment.write_text(yaml.safe_dump(data))
     result = run_main(capsys, "search", tiny_test_experiment)
     assert_one_line_error(result, "supernet.path")
+
+
+def test_a_supernet_studys_identity_names_its_supernet(tiny_test_experiment, tmp_path):
+    from nas.search.study import identity
+
+    exp = load_experiment(tiny_test_experiment)
+    space = exp.load_space()
+    assert "supernet" not in identity(exp, space, "random")
+    one = exp.replace(search={"evaluator": "supernet"}, supernet={"path": str(tmp_path / "a")})
+    other = one.replace(supernet={"path": str(tmp_path / "b")})
+    assert identity(one, space, "random")["supernet"]["path"] == str(tmp_path / "a")
+    assert identity(one, space, "random") != identity(other, space, "random")
