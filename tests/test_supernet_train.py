@@ -115,3 +115,14 @@ def test_kill_minus_9_then_rerun_continues_from_the_last_checkpoint(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
     assert summary["resumed_from"] > 0 and summary["epochs"] == 6
+
+
+def test_a_time_budget_stops_once_it_is_spent(space, tmp_path):
+    config = TrainConfig(steps=10_000, batch_size=32, optimizer="adamw", threads=1, seed=3, precision="fp32")
+    result = train_supernet(space, toy_splits(), SupernetSettings(config, minutes=1e-4), tmp_path / "sn",
+                            progress=False)
+    assert result.steps >= 1 and result.seconds >= 6e-3
+    assert read_supernet(tmp_path / "sn", space)["step"] == result.steps
+    again = train_supernet(space, toy_splits(), SupernetSettings(config, minutes=1e-4), tmp_path / "sn",
+                           progress=False)
+    assert again.steps == result.steps  # a finished budget is not trained again
