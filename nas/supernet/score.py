@@ -4,21 +4,16 @@ A slice's BatchNorm running statistics were accumulated over many different memb
 reset and recomputed on a few training batches (train mode, no gradients, cumulative average;
 no augmentation; the batches are the same for every candidate) before the val split is scored.
 
-:class:`SupernetEvaluator` is an evaluator like :class:`nas.search.evaluate.ProxyEvaluator` (same
-data, same latency from the target device's table), selected by ``search.evaluator: supernet``.
+:class:`nas.search.evaluate.SupernetEvaluator` scores a search's candidates with it (selected by
+``search.evaluator: supernet``).
 """
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 
-from nas.config import SupernetScoreConfig
 from nas.data import Augment, DataSplits, train_batches
-from nas.errors import NasError
-from nas.search.evaluate import Evaluation, ProxyEvaluator, ReportFn
 from nas.spec import ArchSpec
 from nas.supernet.model import Supernet, extract
 from nas.train import evaluate
@@ -56,38 +51,3 @@ def score_candidate(supernet: Supernet, spec: ArchSpec, splits: DataSplits, bn_b
     model = extract(supernet, spec)
     recalibrate_batchnorm(model, splits, bn_batches, batch_size, seed, channels_last)
     return evaluate(model, splits.val, channels_last=channels_last)
-
-
-class SupernetEvaluator(ProxyEvaluator):
-    """Accuracy from the experiment's supernet (loaded once), latency as the proxy evaluator's."""
-
-    def __init__(self, experiment, splits=None, predictor=None, supernet: Supernet | None = None,
-                 progress: bool = False):
-        super().__init__(experiment, splits, predictor, progress)
-        self.score_config: SupernetScoreConfig = experiment.supernet_config
-        if supernet is None:
-            from nas.supernet.train import load_supernet
-
-            if self.score_config.path is None:
-                raise NasError("search.evaluator supernet needs supernet.path (the folder of supernet.pt)")
-            supernet = load_supernet(self.score_config.path, experiment.load_space())
-        self.supernet = supernet
-
-    def evaluate(self, spec: ArchSpec, report: ReportFn | None = None) -> Evaluation:
-        from nas.train import check_spec_matches
-
-        start = time.perf_counter()
-        latency, predicted, measured = self.latency(spec)
-        check_spec_matches(spec, self.splits.train, self.experiment.data.name)
-        c = self.score_config
-        with _threads(self.config.threads):
-            acc = score_candidate(self.supernet, spec, self.splits, c.bn_batches, c.batch_size, c.seed)
-        return Evaluation(val_acc=float(acc), latency_ms=float(latency), latency_predicted_ms=predicted,
-                          latency_measured_ms=measured, seconds=time.perf_counter() - start, steps=0,
-                          extra={"evaluator": "supernet"})
-
-
-def _threads(threads: int | None):
-    from nas.threads import torch_threads
-
-    return torch_threads(threads)
