@@ -288,3 +288,34 @@ class NetAdaptConfig:
     def resolved_for(self, checkpoint_metrics: dict[str, Any]) -> "NetAdaptConfig":
         """:meth:`resolved` for a checkpoint (its metrics record the training config)."""
         return self.resolved(trained_with=(checkpoint_metrics.get("config") or {}).get("optimizer"))
+
+
+# --- supernet scoring --------------------------------------------------------------------------------
+
+EVALUATORS = ("proxy", "supernet", "synthetic")  # and synthetic:SECONDS
+
+
+def check_evaluator(field: str, value: Any) -> None:
+    """``proxy``, ``supernet``, ``synthetic`` or ``synthetic:SECONDS``."""
+    check_text(field, value)
+    if value in EVALUATORS or (isinstance(value, str) and value.startswith("synthetic:")):
+        return
+    raise SettingError(field, f"unknown evaluator {short(value)} (choose from: proxy, supernet, synthetic or "
+                              "synthetic:SECONDS)")
+
+
+@dataclass(frozen=True)
+class SupernetScoreConfig:
+    """Scoring candidates with a trained supernet: ``path`` is the folder of ``supernet.pt``; BatchNorm is
+    recalibrated on ``bn_batches`` training batches of ``batch_size`` (seeded by ``seed``)."""
+
+    path: str | None = None
+    bn_batches: int = 8
+    batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_text("path", self.path, optional=True)
+        check_number("bn_batches", self.bn_batches, integer=True, minimum=1, maximum=10**4, optional=False)
+        check_number("batch_size", self.batch_size, integer=True, minimum=1, maximum=MAX_BATCH, optional=False)
+        check_seed("seed", self.seed)

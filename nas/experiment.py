@@ -15,6 +15,7 @@ Example (``experiments/fashion_mnist.yaml``)::
     latency: {table: ../latency_tables/fashion_mnist}   # this machine's table (built on first use)
     reward: {target_ms: baseline, preset: hard}   # or a number of ms; or alpha/beta
     search: {strategy: rl, n_trials: 40, timeout_min: 55, seed: 0}
+    # one-shot: search: {evaluator: supernet, ...} and supernet: {path: ../runs/supernet, bn_batches: 8}
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from nas.config import (EXPORT_FORMATS, NetAdaptConfig, SettingError, TrainConfig, check_below, check_flag, check_number,
-                        check_seed, check_strategy_options, check_text, short)
+from nas.config import (EXPORT_FORMATS, NetAdaptConfig, SettingError, SupernetScoreConfig, TrainConfig, check_below,
+                        check_evaluator, check_flag, check_number, check_seed, check_strategy_options, check_text, short)
 from nas.errors import NasError
 from nas.io import check_output_dir, read_yaml
 from nas.reward import PRESETS, Reward
@@ -150,9 +151,11 @@ class SearchSection:
     study: str | None = None
     baseline: bool = True
     options: dict = field(default_factory=dict)
+    evaluator: str = "proxy"
 
     def validate(self) -> None:
         check_text("objectives", self.objectives, OBJECTIVES)
+        check_evaluator("evaluator", self.evaluator)
         check_text("storage", self.storage, optional=True)
         check_text("study", self.study, optional=True)
         for key in ("constraint", "baseline"):
@@ -231,6 +234,24 @@ class ReportSection:
             check_number("width_mults", m, minimum=0, exclusive=True)
 
 
+@dataclass(frozen=True)
+class SupernetSection:
+    """The supernet that scores candidates when ``search.evaluator: supernet`` (``path``: the folder of
+    ``supernet.pt`` written by ``nas supernet train``)."""
+
+    path: str | None = None
+    bn_batches: int = 8
+    batch_size: int = 256
+    seed: int = 0
+
+    def validate(self) -> None:
+        self.config()
+
+    def config(self) -> SupernetScoreConfig:
+        return SupernetScoreConfig(path=self.path, bn_batches=self.bn_batches, batch_size=self.batch_size,
+                                   seed=self.seed)
+
+
 # The sections an experiment file may have: name -> dataclass (its fields are the allowed keys).
 SECTIONS: dict[str, type] = {
     "data": DataSection,
@@ -242,6 +263,7 @@ SECTIONS: dict[str, type] = {
     "netadapt": NetAdaptSection,
     "export": ExportSection,
     "report": ReportSection,
+    "supernet": SupernetSection,
 }
 TOP_LEVEL = ("name", "space", "out")
 
@@ -249,7 +271,8 @@ TOP_LEVEL = ("name", "space", "out")
 @dataclass(frozen=True)
 class Experiment:
     """A validated experiment. The runtime settings are built once, here: ``proxy_config`` (proxy
-    training of each candidate), ``train_config`` (full training), ``netadapt_config``."""
+    training of each candidate), ``train_config`` (full training), ``netadapt_config``, ``supernet_config``
+    (scoring candidates with a supernet)."""
 
     name: str
     space: Path
@@ -263,10 +286,12 @@ class Experiment:
     netadapt: NetAdaptSection = field(default_factory=NetAdaptSection)
     export: ExportSection = field(default_factory=ExportSection)
     report: ReportSection = field(default_factory=ReportSection)
+    supernet: SupernetSection = field(default_factory=SupernetSection)
     source: str = "<memory>"
     proxy_config: TrainConfig = field(init=False, repr=False, compare=False)
     train_config: TrainConfig = field(init=False, repr=False, compare=False)
     netadapt_config: NetAdaptConfig = field(init=False, repr=False, compare=False)
+    supernet_config: SupernetScoreConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in SECTIONS:
@@ -274,9 +299,13 @@ class Experiment:
         built = {"proxy_config": _in_section(self.source, "proxy", self.proxy.config),
                  "train_config": _in_section(self.source, "train", self.train.config),
                  "netadapt_config": _in_section(self.source, "netadapt",
-                                                lambda: self.netadapt.config(self.train.seed))}
+                                                lambda: self.netadapt.config(self.train.seed)),
+                 "supernet_config": _in_section(self.source, "supernet", self.supernet.config)}
         for key, value in built.items():
             object.__setattr__(self, key, value)
+        if self.search.evaluator == "supernet" and self.supernet.path is None:
+            raise _fail(self.source, "supernet.path: missing (search.evaluator: supernet scores candidates with the "
+                                     "supernet in that folder)")
         if self.search.objectives == "pareto" and self.proxy.pruner != "none":
             raise _fail(self.source, "proxy.pruner: pruners work with single-objective search only "
                                      "(search.objectives: reward)")
@@ -369,6 +398,10 @@ def experiment_from_dict(data: Any, source: str = "<memory>", base_dir: str | Pa
         if not isinstance(sections["latency"].table, str):
             raise _fail(source, "latency.table: expected a path")
         sections["latency"] = dataclasses.replace(sections["latency"], table=resolve(sections["latency"].table))
+    if sections["supernet"].path is not None:
+        if not isinstance(sections["supernet"].path, str):
+            raise _fail(source, "supernet.path: expected a folder path")
+        sections["supernet"] = dataclasses.replace(sections["supernet"], path=resolve(sections["supernet"].path))
     if sections["data"].data_dir is not None:
         sections["data"] = dataclasses.replace(sections["data"], data_dir=resolve(str(sections["data"].data_dir)))
     out = data.get("out", f"runs/{name}")

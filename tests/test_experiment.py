@@ -39,7 +39,8 @@ def write(tmp_path: Path, **changes) -> Path:
 
 def test_sections_and_resolution(tmp_path):
     exp = load_experiment(write(tmp_path, out="results", reward={"target_ms": 0.5, "preset": "hard"}))
-    assert set(SECTIONS) == {"data", "proxy", "latency", "reward", "search", "train", "netadapt", "export", "report"}
+    assert set(SECTIONS) == {"data", "proxy", "latency", "reward", "search", "train", "netadapt", "export", "report",
+                             "supernet"}
     assert exp.out == tmp_path / "results"  # relative paths are relative to the experiment file
     reward = exp.reward_fn()
     assert (reward.target_ms, reward.alpha, reward.beta) == (0.5, 0.0, -1.0)
@@ -86,3 +87,15 @@ def test_cli_bad_input_is_one_line(tmp_path, changes, args, message):
 
 def test_cli_missing_experiment_file():
     assert_one_line_error(run_cli("search", "no/such/experiment.yaml"), "experiment file not found")
+
+
+def test_the_supernet_section_is_built_once_and_its_path_is_resolved(tmp_path):
+    exp = load_experiment(write(tmp_path, search={"evaluator": "supernet"},
+                                supernet={"path": "sn", "bn_batches": 4}))
+    assert exp.supernet_config.path == str(tmp_path / "sn") and exp.supernet_config.bn_batches == 4
+    with pytest.raises(NasError, match="supernet.path"):
+        load_experiment(write(tmp_path, search={"evaluator": "supernet"}))
+    with pytest.raises(NasError, match="supernet.bn_batches"):
+        load_experiment(write(tmp_path, supernet={"bn_batches": 0}))
+    with pytest.raises(NasError, match="search.evaluator"):
+        load_experiment(write(tmp_path, search={"evaluator": "oracle"}))

@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "nas.cli.netadapt",
     "nas.cli.run",
     "nas.cli.device",
+    "nas.cli.supernet",
 ]
 # Commands that run on a target device without torch: only their own module is registered (other
 # command modules import torch while registering).

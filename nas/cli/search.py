@@ -25,8 +25,9 @@ def register(subparsers) -> None:
     p.add_argument("--grace", type=A.integer(1, 10**6), default=60, metavar="SEC",
                    help="workers: a trial silent this long (killed worker) is failed and re-queued (default: 60)")
     p.add_argument("--max-retry", type=A.integer(0, 1000), default=3, metavar="N", help="workers: re-runs of a failed trial (default: 3)")
-    p.add_argument("--evaluator", default="proxy", metavar="NAME",
-                   help="proxy (train, default) or synthetic[:SECONDS] (fake results, to try a storage/worker setup)")
+    p.add_argument("--evaluator", metavar="NAME",
+                   help="proxy (train), supernet (score with the experiment's supernet) or synthetic[:SECONDS] (fake "
+                        "results, to try a storage/worker setup) (default: the experiment's search.evaluator, proxy)")
     p.add_argument("--out", type=A.output_dir, help="output folder (default: the experiment's)")
     p.add_argument("--device", metavar="ID|URL", help="target device: 'this' machine, a device id whose table is in "
                                                       "the experiment's table folder, or the URL of a device's measurement "
@@ -47,6 +48,8 @@ def run(args) -> int:
     experiment = load_experiment(args.experiment)
     if args.out:
         experiment = experiment.replace(out=Path(args.out))
+    if args.evaluator:  # the study's identity follows the evaluator
+        experiment = experiment.replace(search={"evaluator": args.evaluator})
     url, device = split_target(args.device)
     if device:
         experiment = experiment.replace(latency={"device": device})

@@ -5,6 +5,8 @@ val_acc) -> bool`` receives intermediate accuracies (for an Optuna pruner); True
 
 - :class:`ProxyEvaluator`: short training on the train split, accuracy on the held-out val split
   (never the test split), latency predicted from the table and/or measured end to end.
+- :class:`SupernetEvaluator`: the candidate's slice of a trained supernet, BatchNorm recalibrated,
+  accuracy on the val split (:mod:`nas.supernet.score`); latency as the proxy evaluator's.
 - :class:`SyntheticEvaluator`: a fast, deterministic stand-in (accuracy grows with MAdds, latency
   is linear in MAdds and params) for tests and strategy benchmarks.
 """
@@ -21,7 +23,7 @@ from nas.errors import NasError
 from nas.spec import ArchSpec, count_madds, count_params
 
 ReportFn = Callable[[int, float, float], bool]
-EVALUATORS = "proxy, synthetic or synthetic:SECONDS"
+EVALUATORS = "proxy, supernet, synthetic or synthetic:SECONDS"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,37 @@ class ProxyEvaluator:
                           pruned=result.stopped_early)
 
 
+class SupernetEvaluator(ProxyEvaluator):
+    """Accuracy from the experiment's trained supernet (loaded once; :func:`nas.supernet.score.score_candidate`),
+    latency as the proxy evaluator's (the target device's table). Costs seconds per candidate, no training."""
+
+    def __init__(self, experiment, splits=None, predictor=None, supernet=None, progress: bool = False):
+        super().__init__(experiment, splits, predictor, progress)
+        self.score_config = experiment.supernet_config
+        if supernet is None:
+            from nas.supernet.train import load_supernet
+
+            if self.score_config.path is None:
+                raise NasError("search.evaluator supernet needs supernet.path (the folder of supernet.pt)")
+            supernet = load_supernet(self.score_config.path, experiment.load_space())
+        self.supernet = supernet
+
+    def evaluate(self, spec: ArchSpec, report: ReportFn | None = None) -> Evaluation:
+        from nas.supernet.score import score_candidate
+        from nas.threads import torch_threads
+        from nas.train import check_spec_matches
+
+        start = time.perf_counter()
+        latency, predicted, measured = self.latency(spec)
+        check_spec_matches(spec, self.splits.train, self.experiment.data.name)
+        c = self.score_config
+        with torch_threads(self.config.threads):
+            acc = score_candidate(self.supernet, spec, self.splits, c.bn_batches, c.batch_size, c.seed)
+        return Evaluation(val_acc=float(acc), latency_ms=float(latency), latency_predicted_ms=predicted,
+                          latency_measured_ms=measured, seconds=time.perf_counter() - start, steps=0,
+                          extra={"evaluator": "supernet"})
+
+
 class SyntheticEvaluator:
     """Deterministic stand-in: accuracy saturates with MAdds (plus a per-spec wiggle from the hash),
     latency is linear in MAdds and params. Costs microseconds; ``steps`` intermediate reports."""
@@ -133,10 +166,13 @@ class SlowEvaluator:
 
 
 def make_evaluator(name: str, experiment):
-    """``proxy`` (train on the experiment's data), ``synthetic`` (instant, fake accuracies) or
+    """``proxy`` (train on the experiment's data), ``supernet`` (score with the experiment's trained
+    supernet, :mod:`nas.supernet.score`), ``synthetic`` (instant, fake accuracies) or
     ``synthetic:SECONDS`` (the same, taking SECONDS per trial)."""
     if name == "proxy":
         return ProxyEvaluator(experiment, progress=False)
+    if name == "supernet":
+        return SupernetEvaluator(experiment)
     if name == "synthetic":
         return SyntheticEvaluator()
     if name.startswith("synthetic:"):

@@ -32,12 +32,12 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume, or join) the experiment's search and write its results to ``experiment.out``.
 
-    ``evaluator``: an object with ``evaluate(spec, report)``, or a name (``proxy``, the default;
-    ``synthetic[:SECONDS]``). ``workers > 1`` starts that many worker processes (the evaluator must
+    ``evaluator``: an object with ``evaluate(spec, report)``, or a name (``proxy``, ``supernet``,
+    ``synthetic[:SECONDS]``; default: the experiment's ``search.evaluator``). ``workers > 1`` starts that many worker processes (the evaluator must
     then be a name) and waits for them; ``heartbeat`` sets their heartbeat interval and grace period.
     """
     if workers > 1 and evaluator is not None and not isinstance(evaluator, str):
-        raise NasError("several workers need an evaluator name (proxy or synthetic[:SECONDS]), not an object")
+        raise NasError("several workers need an evaluator name (proxy, supernet or synthetic[:SECONDS]), not an object")
     check_strategy(experiment, strategy)
     experiment = with_resolved_table(experiment, progress)  # the target device's table (built if it is this machine's)
     session = open_session(experiment, strategy=strategy, n_trials=n_trials, timeout_min=timeout_min,
@@ -52,7 +52,7 @@ def run_search(
     if workers > 1:
         from nas.search.workers import run_workers
 
-        run_workers(experiment, session, workers, evaluator or "proxy", progress)
+        run_workers(experiment, session, workers, evaluator or experiment.search.evaluator, progress)
     else:
         session.loop(progress).run(session.n_trials, session.timeout_min)
     return finish(session.experiment, study, session.out, baseline,

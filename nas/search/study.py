@@ -39,11 +39,15 @@ def default_storage(out: Path) -> str:
 
 
 def identity(experiment: Experiment, space: SearchSpace, strategy: str) -> dict[str, Any]:
-    """What a study must agree on to be resumed (or joined) by this experiment."""
-    return {"space_hash": space.hash, "reward": asdict(experiment.reward),
-            "objectives": experiment.search.objectives, "strategy": strategy,
-            "proxy": asdict(experiment.proxy), "data": asdict(experiment.data),
-            "latency_source": experiment.latency.source}
+    """What a study must agree on to be resumed (or joined) by this experiment (a supernet search's
+    study also records its supernet section: its accuracies are not a proxy search's)."""
+    out = {"space_hash": space.hash, "reward": asdict(experiment.reward),
+           "objectives": experiment.search.objectives, "strategy": strategy,
+           "proxy": asdict(experiment.proxy), "data": asdict(experiment.data),
+           "latency_source": experiment.latency.source}
+    if experiment.search.evaluator == "supernet":
+        out["supernet"] = asdict(experiment.supernet)
+    return out
 
 
 def _pruner(name: str) -> optuna.pruners.BasePruner:
@@ -179,7 +183,7 @@ def open_session(experiment: Experiment, *, strategy: str | None = None, n_trial
     else:
         heartbeat = None
     if evaluator is None or isinstance(evaluator, str):
-        evaluator = make_evaluator(evaluator or "proxy", experiment)
+        evaluator = make_evaluator(evaluator or experiment.search.evaluator, experiment)
     target = experiment.reward.target_ms
     if target == "baseline":
         target = baseline_latency(evaluator, space)

@@ -1,0 +1,162 @@
+"""How well a trained supernet ranks candidates (issue 20): N seeded networks sampled from the
+experiment's space are each scored by the supernet (inherited slice + BatchNorm recalibration) and
+trained on their own, with the experiment's proxy recipe and with a longer one (``--epochs`` of its
+full-training recipe). Prints Kendall's tau and Spearman's rho of the supernet's val accuracy
+against each, the cost of each path, the seconds per candidate scored and the peak memory.
+
+    PYTHONPATH=. python3 benchmarks/supernet_ranking.py experiments/fashion_mnist.yaml \\
+        --supernet runs/supernet --supernet-minutes 60 --networks 30 --epochs 3
+
+``--supernet DIR``: a supernet trained by ``nas supernet train`` is used as it is (its training
+seconds are read from DIR/supernet.json); when DIR holds none (or an unfinished one), it is trained
+(or continued) here with ``--supernet-epochs``/``--supernet-minutes`` and ``--sampling``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def sample_networks(space, n: int, seed: int) -> list:
+    """``n`` distinct members (by hash), sampled uniformly with ``seed``."""
+    rng, specs, seen = random.Random(seed), [], set()
+    for _ in range(100 * n):
+        spec = space.sample(rng)
+        if spec.hash not in seen:
+            seen.add(spec.hash)
+            specs.append(spec)
+        if len(specs) == n:
+            return specs
+    raise SystemExit(f"the space has fewer than {n} distinct members")
+
+
+def supernet_for(args, experiment, space, splits):
+    """(supernet, its training seconds): the one in --supernet, trained or continued first if needed."""
+    from nas.supernet.train import settings_for, train_supernet, load_supernet
+
+    out = Path(args.supernet)
+    summary = out / "supernet.json"
+    if not summary.exists() or args.supernet_epochs or args.supernet_minutes:
+        settings = settings_for(experiment, epochs=args.supernet_epochs, minutes=args.supernet_minutes,
+                                sampling=args.sampling)
+        train_supernet(space, splits, settings, out, progress=True)
+    seconds = json.loads(summary.read_text())["seconds"]
+    return load_supernet(out, space), seconds
+
+
+def train_alone(spec, splits, config) -> float:
+    from nas.models import build_model
+    from nas.train import train
+
+    model = build_model(spec, seed=config.seed)
+    return float(train(model, splits, config, progress=False).val_acc)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("experiment")
+    p.add_argument("--supernet", required=True, metavar="DIR")
+    p.add_argument("--supernet-epochs", type=float)
+    p.add_argument("--supernet-minutes", type=float)
+    p.add_argument("--sampling", choices=("uniform", "sandwich"), default="uniform")
+    p.add_argument("--networks", type=int, default=30)
+    p.add_argument("--epochs", type=float, default=3.0, help="the longer stand-alone training (default: 3)")
+    p.add_argument("--bn-batches", type=int, help="default: the experiment's supernet.bn_batches")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled networks")
+    p.add_argument("--subset", type=int, help="train on this many images (smoke runs)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+
+    import dataclasses
+
+    import torch
+
+    from nas.data import load_data
+    from nas.experiment import load_experiment
+    from nas.supernet.ranking import kendall_tau, spearman_rho
+    from nas.supernet.score import score_candidate
+    from nas.threads import torch_threads
+
+    experiment = load_experiment(args.experiment, check_files=False)
+    if args.subset:
+        experiment = experiment.replace(data={"subset": args.subset})
+    d = experiment.data
+    splits = load_data(d.name, d.data_dir, d.val_fraction, d.seed, d.subset)
+    space = experiment.load_space()
+    net, supernet_seconds = supernet_for(args, experiment, space, splits)
+    specs = sample_networks(space, args.networks, args.seed)
+    score = experiment.supernet_config
+    bn_batches = args.bn_batches or score.bn_batches
+    proxy = experiment.proxy_config
+    longer = dataclasses.replace(experiment.train_config, epochs=args.epochs, evaluate_test=False, eval_every=None)
+
+    rows, cost = [], {"supernet_train": supernet_seconds, "supernet_score": 0.0, "proxy": 0.0, "longer": 0.0}
+    with torch_threads(proxy.threads):
+        for i, spec in enumerate(specs):
+            row = {"hash": spec.hash}
+            for key, run in (("supernet", lambda: score_candidate(net, spec, splits, bn_batches, score.batch_size,
+                                                                  score.seed)),
+                             ("proxy", lambda: train_alone(spec, splits, proxy)),
+                             ("longer", lambda: train_alone(spec, splits, longer))):
+                t0 = time.perf_counter()
+                row[key] = run()
+                cost[{"supernet": "supernet_score"}.get(key, key)] += time.perf_counter() - t0
+            rows.append(row)
+            print(f"[{i + 1}/{len(specs)}] {spec.hash} supernet {row['supernet']:.4f} proxy {row['proxy']:.4f} "
+                  f"longer {row['longer']:.4f}", file=sys.stderr, flush=True)
+    sup = [r["supernet"] for r in rows]
+    result = {
+        "cpu": _cpu(), "threads": torch.get_num_threads() if proxy.threads is None else proxy.threads,
+        "networks": len(rows), "data": experiment.data.name, "subset": d.subset, "sampling": args.sampling,
+        "bn_batches": bn_batches, "proxy_recipe": dataclasses.asdict(proxy) | {"evaluate_test": False},
+        "longer_epochs": args.epochs,
+        "kendall_tau_vs_proxy": kendall_tau(sup, [r["proxy"] for r in rows]),
+        "spearman_rho_vs_proxy": spearman_rho(sup, [r["proxy"] for r in rows]),
+        "kendall_tau_vs_longer": kendall_tau(sup, [r["longer"] for r in rows]),
+        "spearman_rho_vs_longer": spearman_rho(sup, [r["longer"] for r in rows]),
+        "kendall_tau_proxy_vs_longer": kendall_tau([r["proxy"] for r in rows], [r["longer"] for r in rows]),
+        "seconds": cost,
+        "seconds_per_candidate_scored": cost["supernet_score"] / len(rows),
+        "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"CPU: {result['cpu']}, {result['threads']} threads; {len(rows)} networks, data {d.name} "
+          f"(subset {d.subset}), supernet sampling {args.sampling}, BN recalibration on {bn_batches} batches")
+    print(f"{'':<26}{'Kendall tau':>12}{'Spearman rho':>14}")
+    print(f"{'supernet vs proxy':<26}{result['kendall_tau_vs_proxy']:>12.3f}{result['spearman_rho_vs_proxy']:>14.3f}")
+    print(f"{'supernet vs longer':<26}{result['kendall_tau_vs_longer']:>12.3f}"
+          f"{result['spearman_rho_vs_longer']:>14.3f}")
+    print(f"{'proxy vs longer':<26}{result['kendall_tau_proxy_vs_longer']:>12.3f}")
+    print(f"cost (s): supernet training {cost['supernet_train']:.1f}, supernet scoring {cost['supernet_score']:.1f} "
+          f"({result['seconds_per_candidate_scored']:.2f} s per candidate), proxy trainings {cost['proxy']:.1f}, "
+          f"{args.epochs:g}-epoch trainings {cost['longer']:.1f}")
+    print(f"peak memory: {result['peak_memory_mib']:.0f} MiB")
+    return 0
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

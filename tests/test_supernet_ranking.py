@@ -1,0 +1,23 @@
+import math
+
+import pandas as pd
+import pytest
+
+from nas.supernet.ranking import average_ranks, kendall_tau, spearman_rho
+
+
+def test_perfect_reversed_and_known_values():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert spearman_rho([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert average_ranks([0.5, 0.1, 0.5]) == [2.5, 1.0, 2.5]
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+
+
+def test_ties_match_pandas_tau_b_and_spearman():
+    pytest.importorskip("scipy")  # pandas' Kendall needs it (scipy is not a dependency of nas)
+    a = [0.71, 0.74, 0.74, 0.70, 0.78, 0.75, 0.72, 0.72]
+    b = [0.80, 0.83, 0.81, 0.79, 0.86, 0.86, 0.80, 0.82]
+    s = pd.DataFrame({"a": a, "b": b})
+    assert kendall_tau(a, b) == pytest.approx(s.corr(method="kendall").loc["a", "b"])
+    assert spearman_rho(a, b) == pytest.approx(s.corr(method="spearman").loc["a", "b"])

@@ -1,0 +1,128 @@
+"""Supernet training: sampling, in-place distillation, the checkpoint, resuming, refusals."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from nas.errors import NasError
+from nas.spec import load_space
+from nas.supernet.model import largest_spec, smallest_spec
+from nas.supernet.train import (SupernetSettings, _SupernetLoop, load_supernet, members_for_step, read_supernet,
+                                train_supernet)
+from nas.train import TrainConfig
+from tests.conftest import ROOT, assert_one_line_error, run_main
+from tests.latency_helpers import TINY_SPACE, write_space
+from tests.supernet_helpers import write_super_space
+from tests.test_trainer import toy_splits
+
+
+@pytest.fixture
+def space(tmp_path):
+    return load_space(write_super_space(tmp_path))
+
+
+def settings(epochs: float = 2, sampling: str = "uniform") -> SupernetSettings:
+    return SupernetSettings(TrainConfig(epochs=epochs, batch_size=32, optimizer="adamw", threads=1, seed=3,
+                                        precision="fp32"), sampling=sampling)
+
+
+def test_sandwich_trains_largest_smallest_and_two_samples(space):
+    ends = (largest_spec(space), smallest_spec(space))
+    members = members_for_step(space, "sandwich", random.Random(0), ends)
+    assert members[:2] == list(ends) and len(members) == 4
+    assert len(members_for_step(space, "uniform", random.Random(0), ends)) == 1
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "sandwich"])
+def test_training_learns_and_saves_a_loadable_supernet(space, tmp_path, sampling):
+    splits = toy_splits()
+    result = train_supernet(space, splits, settings(3, sampling), tmp_path / "sn", progress=False)
+    assert result.steps == 3 * 4 and len(result.history) == 3
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    net = load_supernet(tmp_path / "sn", space)
+    before = torch.nn.utils.parameters_to_vector(net.parameters())
+    assert torch.isfinite(before).all()
+    payload = read_supernet(tmp_path / "sn" / "supernet.pt", space)
+    assert payload["step"] == result.steps and payload["largest_spec_json"] == largest_spec(space).to_json()
+
+
+def test_an_interrupted_training_resumes_to_the_same_weights(space, tmp_path, monkeypatch):
+    splits = toy_splits()
+    whole = train_supernet(space, splits, settings(), tmp_path / "whole", progress=False)
+    real_epoch_end = _SupernetLoop.epoch_end
+
+    def stop_after_first_epoch(self, *args):
+        real_epoch_end(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_SupernetLoop, "epoch_end", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(space, splits, settings(), tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    resumed = train_supernet(space, splits, settings(), tmp_path / "cut", progress=False)
+    assert resumed.resumed_from == 4 and resumed.steps == whole.steps
+    a, b = load_supernet(tmp_path / "whole", space), load_supernet(tmp_path / "cut", space)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_other_settings_on_the_same_folder_are_refused(space, tmp_path):
+    train_supernet(space, toy_splits(), settings(1), tmp_path / "sn", progress=False)
+    with pytest.raises(NasError, match="other settings"):
+        train_supernet(space, toy_splits(), settings(1, "sandwich"), tmp_path / "sn", progress=False)
+
+
+def test_a_supernet_of_another_space_or_a_corrupt_one_is_one_line(space, tmp_path, capsys):
+    train_supernet(space, toy_splits(), settings(1), tmp_path / "sn", progress=False)
+    other = load_space(write_space(tmp_path, TINY_SPACE))
+    with pytest.raises(NasError, match="another space"):
+        read_supernet(tmp_path / "sn", other)
+    experiment = ROOT / "experiments" / "tiny_test.yaml"
+    result = run_main(capsys, "supernet", "train", experiment, "--epochs", "1", "--out", tmp_path / "sn")
+    assert_one_line_error(result, "another space")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "supernet.pt").write_bytes(b"PK\x03\x04 not a torch file")
+    result = run_main(capsys, "supernet", "train", experiment, "--epochs", "1", "--out", corrupt)
+    assert_one_line_error(result, "supernet checkpoint")
+
+
+@pytest.mark.slow
+def test_kill_minus_9_then_rerun_continues_from_the_last_checkpoint(tmp_path):
+    out = tmp_path / "sn"
+    cmd = [sys.executable, "-m", "nas", "supernet", "train", str(ROOT / "experiments" / "tiny_test.yaml"),
+           "--epochs", "6", "--out", str(out), "--no-progress", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (out / "supernet.pt").exists() and proc.poll() is None:  # wait for the first epoch's state
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert (out / "supernet.pt").exists()
+    import json
+
+    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["resumed_from"] > 0 and summary["epochs"] == 6
+
+
+def test_a_time_budget_stops_once_it_is_spent(space, tmp_path):
+    config = TrainConfig(steps=10_000, batch_size=32, optimizer="adamw", threads=1, seed=3, precision="fp32")
+    result = train_supernet(space, toy_splits(), SupernetSettings(config, minutes=1e-4), tmp_path / "sn",
+                            progress=False)
+    assert result.steps >= 1 and result.seconds >= 6e-3
+    assert read_supernet(tmp_path / "sn", space)["step"] == result.steps
+    again = train_supernet(space, toy_splits(), SupernetSettings(config, minutes=1e-4), tmp_path / "sn",
+                           progress=False)
+    assert again.steps == result.steps  # a finished budget is not trained again
