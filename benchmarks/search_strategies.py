@@ -86,7 +86,8 @@ class CachedEvaluator:
         result = dataclasses.replace(Evaluation(**stored), latency_ms=latency, latency_predicted_ms=predicted,
                                      latency_measured_ms=measured)
         for i, (step, epoch, val_acc) in enumerate(reports):
-            if report is not None and report(int(step), epoch, val_acc) and i < len(reports) - 1:
+            last = i == len(reports) - 1  # a finished training's last report never prunes it
+            if report is not None and report(int(step), epoch, val_acc) and (result.pruned or not last):
                 return dataclasses.replace(result, val_acc=val_acc, steps=int(step), pruned=True)
         return None if result.pruned else result
 
