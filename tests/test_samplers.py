@@ -302,7 +302,16 @@ def check_shared(cls, study):
     assert len(set(draws)) > 1  # the two workers did not draw the same networks
     state = study_system_attrs(study)[cls.STATE_KEY]
     if cls is MnasRLSampler:
-        # Both workers' trials reached one policy: all 50 learned from (batch 5 -> 10 updates).
+        # Both workers' trials reached one policy, each trial once, in batches of 5. The last batch may
+        # still wait: when the two workers' last trials finish together, each worker's after_trial sees
+        # the other's trial still running (Optuna stores a trial's state after its after_trial).
+        seen = state["seen"]
+        assert seen == sorted(set(seen)) and len(seen) == 5 * state["updates"] and state["updates"] >= 9
+        # the next sample on the study learns what waits: all 50 (batch 5 -> 10 updates)
+        again = optuna.load_study(study_name=study.study_name, storage=study._storage, sampler=cls(seed=0))
+        again.optimize(lambda t: sum(SCORES[n][t.suggest_categorical(n, list(SCORES[n]))] for n in SCORES),
+                       n_trials=1)
+        state = study_system_attrs(again)[cls.STATE_KEY]
         assert state["seen"] == list(range(50)) and state["updates"] == 10
 
 

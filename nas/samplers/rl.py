@@ -23,7 +23,9 @@ the version is still ``v``; otherwise it drops its update and starts again from 
 Optuna's storages have no atomic compare-and-swap, so a write can still land in the
 microseconds between another worker's re-read and write. What is lost then is one PPO step, never
 a reward: the trials of the overwritten update are not in the surviving ``seen`` list, so the next
-update learns from them.
+update learns from them. Optuna stores a trial's state after the sampler's ``after_trial``, so when
+two workers' last trials finish together each sees the other's still running, and a last batch can
+wait for the study's next sample (a resumed study learns from it first).
 """
 
 from __future__ import annotations
