@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nas.errors import NasError
-from nas.spec import load_space
+from nas.spec import count_madds, load_space
 from nas.supernet.model import Supernet, extract, largest_spec, smallest_spec
 from tests.conftest import ROOT
 from tests.supernet_helpers import write_super_space
@@ -76,3 +76,14 @@ def test_a_spec_outside_the_space_is_refused(space):
     assert "\n" not in str(info.value)
     with pytest.raises(NasError, match="not in space"):
         extract(net, ArchSpec.from_string(wider))
+
+
+def test_the_smallest_and_largest_members_take_the_extremes_of_every_choice():
+    space = load_space(ROOT / "search_spaces" / "fashion_mnist.yaml")
+    small, large = space.smallest_assignment(), space.largest_assignment()
+    for i, st in enumerate(space.stages):
+        assert (small[f"s{i}.depth"], large[f"s{i}.depth"]) == (min(st.depth), max(st.depth))
+        assert (small[f"s{i}.b0.kernel"], large[f"s{i}.b0.kernel"]) == (min(st.kernel), max(st.kernel))
+        assert small[f"s{i}.b0.se"] == min(st.se) and large[f"s{i}.b0.se"] == max(st.se)
+        assert small[f"s{i}.b0.act"] == large[f"s{i}.b0.act"] == st.act[0]
+    assert count_madds(space.decode(small)) < count_madds(space.decode(large))

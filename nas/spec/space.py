@@ -142,13 +142,22 @@ class SearchSpace:
 
     def largest_assignment(self) -> dict[str, Any]:
         """The member with the most of everything: deepest, widest, largest kernel and expansion, SE."""
-        largest = {"kernel": max, "expansion": max, "se": max, "act": lambda choices: choices[0]}
+        return self._extreme_assignment(max)
+
+    def smallest_assignment(self) -> dict[str, Any]:
+        """The member with the least of everything: shallowest, narrowest, smallest kernel and
+        expansion, no SE where the space allows it."""
+        return self._extreme_assignment(min)
+
+    def _extreme_assignment(self, pick) -> dict[str, Any]:
+        """``pick`` (min or max) of every depth, width, kernel, expansion and SE choice; the first activation."""
         out: dict[str, Any] = {}
         for i, st in enumerate(self.stages):
-            out[f"s{i}.depth"], out[f"s{i}.width"] = max(st.depth), max(st.width)
+            out[f"s{i}.depth"], out[f"s{i}.width"] = pick(st.depth), pick(st.width)
             for j in range(st.max_depth):
                 for key in BLOCK_CHOICES:
-                    out[f"s{i}.b{j}.{key}"] = largest[key](getattr(st, key))
+                    choices = getattr(st, key)
+                    out[f"s{i}.b{j}.{key}"] = choices[0] if key == "act" else pick(choices)
         return out
 
     def sample_assignment(self, rng: random.Random | int) -> dict[str, Any]:

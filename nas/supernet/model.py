@@ -16,7 +16,6 @@ fine-tuning and export use the standard model. :func:`sliced` is the one slicing
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,7 @@ from nas.models.builder import Network, build_model, init_weights
 from nas.models.layers import ConvNormAct, SqueezeExcite
 from nas.spec import ArchSpec, BlockSpec, SearchSpace, SpaceError
 from nas.spec.arch import se_channels
-from nas.spec.space import BLOCK_CHOICES, expansion_width
+from nas.spec.space import expansion_width
 
 _ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "hswish": F.hardswish}
 
@@ -43,25 +42,12 @@ def sliced(tensor: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.T
     return tensor[tuple(index)]
 
 
-def smallest_assignment(space: SearchSpace) -> dict[str, Any]:
-    """The member with the least of everything: shallowest, narrowest, smallest kernel and expansion,
-    no SE (the first activation)."""
-    smallest = {"kernel": min, "expansion": min, "se": min, "act": lambda choices: choices[0]}
-    out: dict[str, Any] = {}
-    for i, st in enumerate(space.stages):
-        out[f"s{i}.depth"], out[f"s{i}.width"] = min(st.depth), min(st.width)
-        for j in range(st.max_depth):
-            for key in BLOCK_CHOICES:
-                out[f"s{i}.b{j}.{key}"] = smallest[key](getattr(st, key))
-    return out
-
-
 def largest_spec(space: SearchSpace) -> ArchSpec:
     return space.decode(space.largest_assignment())
 
 
 def smallest_spec(space: SearchSpace) -> ArchSpec:
-    return space.decode(smallest_assignment(space))
+    return space.decode(space.smallest_assignment())
 
 
 def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, channels: int) -> torch.Tensor:
