@@ -19,7 +19,7 @@ three times in one interleaved run on an Intel Xeon (model 167, 2 cores), the ro
 each other at 98-100 % within ±5 %, ρ 0.995-0.997. Fitted on 10 networks and judged on the other 50,
 this model put 100 % of them within ±5 % (ρ 0.995) with this machine's table and 98 % (ρ 0.995) with
 an AMD EPYC's table, where a weight per unit class (19 classes: blocks by SE, activation and
-resolution) reached 84 % (0.987) and 88 % (0.991), and one scale 66 % (0.982) and 80 %. At 224x224
+resolution) reached 84 % (0.987) and 88 % (0.991), and one scale 62 % (0.982) and 68 % (0.983). At 224x224
 (MobileNetV3-Small space, 20 networks) it reached 98 % (ρ 0.995), the classes 96 % (0.995). The
 networks' latency divided by their summed entries correlates 0.75 with their parameter count: the
 weights are what the sum misses.

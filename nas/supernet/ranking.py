@@ -1,9 +1,11 @@
-"""Rank agreement without scipy: Kendall's tau-b and Spearman's rho (ties get average ranks)."""
+"""Rank agreement without scipy: Kendall's tau-b (pandas needs scipy for it) and Spearman's rho (pandas)."""
 
 from __future__ import annotations
 
 import math
 from typing import Sequence
+
+import pandas as pd
 
 
 def _sign(x: float) -> int:
@@ -27,27 +29,8 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     return concordant / denominator if denominator else float("nan")
 
 
-def average_ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for k in range(start, end + 1):
-            ranks[order[k]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
 def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rho: Pearson's correlation of the average ranks (NaN when either is constant)."""
+    """Spearman's rho (average ranks for ties; NaN when either is constant), as pandas computes it."""
     if len(a) != len(b):
         raise ValueError("spearman_rho: the sequences differ in length")
-    ra, rb = average_ranks(a), average_ranks(b)
-    n = len(ra)
-    ma, mb = sum(ra) / n, sum(rb) / n
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    var = math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
-    return cov / var if var else float("nan")
+    return float(pd.Series(a, dtype=float).corr(pd.Series(b, dtype=float), method="spearman"))
