@@ -12,8 +12,8 @@ precision; its own input pipeline with random crop and flip). Rounds are interle
 each trainer variant, again and again) and the medians are printed with their ratio to the plain
 loop, after one warm-up round. The input pipeline alone is timed too: it must be far faster than
 training. ``--parts`` also times the optimizer step (for-loop, foreach, fused) and evaluation with
-and without BatchNorm folding; ``--compile`` times torch.compile's first step and its compiled steps
-against eager ones (channels-last fp32).
+and without BatchNorm folding; ``--compile`` adds the trainer with ``compile: on`` for each precision
+(its compiled steps; the compilation, timed once, is printed apart).
 """
 
 from __future__ import annotations
@@ -74,14 +74,21 @@ class PlainLoop:
 
 
 class Trainer:
-    """``nas.train.train`` for ``steps`` steps on the given model (images/s of its training steps)."""
+    """``nas.train.train`` for ``steps`` steps on the given model (images/s of its training steps; with
+    ``compile`` on, of the steps after the first, which compiles)."""
 
-    def __init__(self, model: nn.Module, splits: DataSplits, batch_size: int, precision: str, threads: int):
+    def __init__(self, model: nn.Module, splits: DataSplits, batch_size: int, precision: str, threads: int,
+                 compile: str = "off"):
         self.model, self.splits = model, splits
-        self.config = dict(batch_size=batch_size, eval_every=None, precision=precision, threads=threads)
+        self.config = dict(batch_size=batch_size, eval_every=None, precision=precision, threads=threads,
+                           compile=compile)
+        self.compiles = compile == "on"
 
     def run(self, steps: int) -> float:
-        return train(self.model, self.splits, TrainConfig(steps=steps, **self.config), progress=False).images_per_sec
+        result = train(self.model, self.splits, TrainConfig(steps=steps + self.compiles, **self.config), progress=False)
+        if self.compiles and result.compile_seconds > 5:
+            print(f"torch.compile ({self.config['precision']}): first step {result.compile_seconds:,.1f} s", flush=True)
+        return result.images_per_sec
 
 
 def medians(contenders: dict, steps: int, rounds: int) -> dict[str, list[float]]:
@@ -135,19 +142,6 @@ class Evaluation:
         return max(1, steps // 5) * len(self.data) / (time.perf_counter() - start)
 
 
-class Compiled(PlainLoop):
-    """The plain loop's step on a channels-last model, eager or through torch.compile."""
-
-    def __init__(self, model: nn.Module, data: ImageDataset, batch_size: int, compiled: bool):
-        super().__init__(model.to(memory_format=torch.channels_last), data, batch_size)
-        self.images = self.images.contiguous(memory_format=torch.channels_last)
-        if compiled:
-            self.model = torch.compile(model)
-            start = time.perf_counter()
-            self.run(1)
-            print(f"torch.compile: first step {time.perf_counter() - start:,.1f} s", flush=True)
-
-
 def parts(args: argparse.Namespace, splits: DataSplits) -> None:
     from nas.train.cpu import fused_supported
 
@@ -159,12 +153,6 @@ def parts(args: argparse.Namespace, splits: DataSplits) -> None:
     net = build(args.network, splits)
     print_speeds(medians({"evaluate, BatchNorm kept": Evaluation(net, splits, False),
                           "evaluate, BatchNorm folded": Evaluation(net, splits, True)}, 5, args.rounds))
-
-
-def compile_race(args: argparse.Namespace, splits: DataSplits) -> None:
-    eager = Compiled(build(args.network, splits), splits.train, args.batch_size, False)
-    compiled = Compiled(build(args.network, splits), splits.train, args.batch_size, True)
-    print_speeds(medians({"eager (channels-last fp32)": eager, "torch.compile": compiled}, args.steps, args.rounds))
 
 
 def build(network: str, splits: DataSplits) -> nn.Module:
@@ -189,7 +177,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--parts", action="store_true", help="also time optimizer steps and evaluation")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to compile)")
+    parser.add_argument("--compile", action="store_true", help="also time the trainer compiled (a minute or two to compile)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     splits = synthetic() if args.synthetic else load_data("fashion-mnist")
@@ -203,13 +191,13 @@ def main() -> None:
           flush=True)
     contenders = {"plain loop (NCHW fp32, SGD)": PlainLoop(build(args.network, splits), splits.train, args.batch_size)}
     for precision in args.precisions:
-        contenders[f"trainer {precision}"] = Trainer(build(args.network, splits), small, args.batch_size, precision,
-                                                     args.threads)
+        for compile in ("off", "on") if args.compile else ("off",):
+            name = f"trainer {precision}" + (" compiled" if compile == "on" else "")
+            contenders[name] = Trainer(build(args.network, splits), small, args.batch_size, precision, args.threads,
+                                       compile)
     print_speeds(medians(contenders, args.steps, args.rounds))
     if args.parts:
         parts(args, splits)
-    if args.compile:
-        compile_race(args, splits)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ OPTIMIZERS = ("sgd", "adamw")
 DEFAULT_LR = {"sgd": 0.1, "adamw": 0.002}
 DEFAULT_WD = {"sgd": 5e-5, "adamw": 0.05}
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_CHOICES = ("auto", "on", "off")
 
 SELECTIONS = ("ratio", "accuracy")
 # NetAdapt's fine-tuning learning rates (short, long) per optimizer: a tenth and a fifth of its training default
@@ -159,6 +160,7 @@ class TrainConfig:
     evaluate_test: bool = False
     channels_last: bool = True  # measured 2-3x faster training, ~6x faster eval on 2 cores
     precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: see nas.train.cpu.resolve_precision
+    compile: str = "auto"  # auto | on | off (torch.compile); auto: long trainings, see nas.train.compiled
 
     def __post_init__(self) -> None:
         self.validate()
@@ -185,6 +187,7 @@ class TrainConfig:
         for name in ("nesterov", "augment", "hflip", "evaluate_test", "channels_last"):
             check_flag(name, getattr(self, name))
         check_text("precision", self.precision, PRECISIONS, what="precision")
+        check_text("compile", self.compile, COMPILE_CHOICES, what="compile setting")
 
     def resolved(self) -> dict[str, float]:
         """The effective lr, weight decay (after per-optimizer defaults)."""

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from nas.config import (EXPORT_FORMATS, NetAdaptConfig, SettingError, SupernetScoreConfig, TrainConfig, check_below,
-                        check_evaluator, check_flag, check_number, check_seed, check_strategy_options, check_text, short)
+from nas.config import (COMPILE_CHOICES, EXPORT_FORMATS, PRECISIONS, NetAdaptConfig, SettingError,
+                        SupernetScoreConfig, TrainConfig, check_below, check_evaluator, check_flag, check_number,
+                        check_seed, check_strategy_options, check_text, short)
 from nas.errors import NasError
 from nas.io import check_output_dir, read_yaml
 from nas.reward import PRESETS, Reward
@@ -176,14 +177,19 @@ class TrainSection:
     lr: float | None = None
     seed: int = 0
     threads: int | None = None
+    precision: str = "auto"
+    compile: str = "auto"
 
     def validate(self) -> None:
         check_number("epochs", self.epochs, optional=False)  # a full training has an epoch budget
         check_threads_here("threads", self.threads)
+        check_text("precision", self.precision, PRECISIONS, what="precision")
+        check_text("compile", self.compile, COMPILE_CHOICES, what="compile setting")
 
     def config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
-                           seed=self.seed, threads=self.threads, evaluate_test=True)
+                           seed=self.seed, threads=self.threads, evaluate_test=True, precision=self.precision,
+                           compile=self.compile)
 
 
 @dataclass(frozen=True)

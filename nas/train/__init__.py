@@ -111,6 +111,8 @@ def _metrics(spec: Any, model: torch.nn.Module, result: TrainResult, config: Tra
         "splits": splits.sizes(),
         "normalization": {"mean": list(splits.train.mean), "std": list(splits.train.std)},
         "config": dataclasses.asdict(config) | config.resolved() | {"precision": resolve_precision(config.precision)},
+        "compiled": result.compiled,
+        "compile_seconds": result.compile_seconds,
         "history": result.history,
     }
 

@@ -1,8 +1,9 @@
 """A small, seeded CPU training loop: SGD/AdamW, warmup + cosine to 0, label smoothing.
 
 It uses what the CPU offers where that was measured to win: channels-last, fused optimizer steps,
-and (``precision``) bf16 autocast. Given a ``state_path`` it saves its state at each epoch's end
-and resumes from it, giving the same steps and weights as an uninterrupted run.
+(``precision``) bf16 autocast and (``compile``, long trainings) ``torch.compile``. Given a
+``state_path`` it saves its state at each epoch's end and resumes from it, giving the same steps and
+weights as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import copy
 import math
 import sys
 import time
-import types
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from nas.data import Augment, DataSplits, ImageDataset, eval_batches, train_batc
 from nas.errors import NasError
 from nas.config import TrainConfig
 from nas.threads import torch_threads
+from nas.train.compiled import compiled_model, patched_depthwise, resolve_compile, warn_eager
 from nas.train.cpu import fused_supported, resolve_precision
 from nas.train.resume import TrainState, fingerprint, load_state, save_state
 
@@ -45,6 +46,8 @@ class TrainResult:
     train_seconds: float = 0.0
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)
+    compiled: bool = False  # whether the steps ran through torch.compile
+    compile_seconds: float = 0.0  # the first compiled step (not in train_seconds / images_per_sec)
 
 
 def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
@@ -133,25 +136,6 @@ def _check_data(splits: DataSplits) -> None:
         raise NasError("training labels exceed the number of classes")
 
 
-@contextlib.contextmanager
-def depthwise_in_fp32(model: nn.Module) -> Iterator[None]:
-    """Run grouped convolutions outside autocast, in fp32, for the block (their bf16 backward is slow
-    in oneDNN); every other module is left to autocast. The modules' ``forward`` is restored after."""
-    patched = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
-    for module in patched:
-        module.forward = types.MethodType(_fp32_forward, module)  # bound: copies call their own weights
-    try:
-        yield
-    finally:
-        for module in patched:
-            del module.forward
-
-
-def _fp32_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.autocast("cpu", enabled=False):
-        return type(module).forward(module, x.float())
-
-
 def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
@@ -210,6 +194,8 @@ class _Loop:
         self.warmup, self.base_lr = config.warmup(self.total), config.resolved()["lr"]
         self.eval_interval = self.total if config.eval_every is None else max(1, round(config.eval_every * self.per_epoch))
         self.precision = resolve_precision(config.precision)
+        self.compiled = resolve_compile(config.compile, self.total)
+        self.compile_seconds = 0.0
         self.history: list[dict] = []
         self.val_acc, self.loss_sum, self.loss_count, self.images_seen = float("nan"), 0.0, 0, 0
         self.train_seconds, self.seconds_before, self.step = 0.0, 0.0, 0
@@ -228,11 +214,14 @@ class _Loop:
         stopped, start, session_start = False, time.perf_counter(), self.step
         bar = _progress(self.total, self.progress, self.step)
         model.train()
-        mixed = depthwise_in_fp32(model) if self.precision == "bf16" else contextlib.nullcontext()
-        with mixed:
+        with contextlib.ExitStack() as patches:
+            self.forward = self._forward(patches)
             try:
                 while self.step < self.total:
-                    lr = self._step(next(batches), optimizer, criterion)
+                    if self.step == session_start:
+                        lr = self._first_step(next(batches), optimizer, criterion, patches)
+                    else:
+                        lr = self._step(next(batches), optimizer, criterion)
                     bar.update(1)
                     evaluated = self.step % self.eval_interval == 0 or self.step == self.total
                     loss = self.loss_sum / self.loss_count
@@ -245,6 +234,48 @@ class _Loop:
                 bar.close()
         return self._result(stopped, start)
 
+    def _forward(self, patches: contextlib.ExitStack) -> nn.Module:
+        """The module the steps call: the model (depthwise layers in fp32 under bf16), or its compiled
+        version (depthwise layers with a weight gradient inductor fuses)."""
+        patches.enter_context(patched_depthwise(self.model, fp32=self.precision == "bf16", shifted=self.compiled))
+        compiled = compiled_model(self.model) if self.compiled else None
+        if compiled is None:
+            self._eager(patches)
+            return self.model
+        return compiled
+
+    def _eager(self, patches: contextlib.ExitStack) -> None:
+        """Eager steps from here on (depthwise layers with aten's gradient)."""
+        if not self.compiled:
+            return
+        self.compiled = False
+        patches.close()
+        patches.enter_context(patched_depthwise(self.model, fp32=self.precision == "bf16", shifted=False))
+
+    def _first_step(self, batch: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
+                    criterion: nn.Module, patches: contextlib.ExitStack) -> float:
+        """The first step, where torch.compile builds its kernels; if that fails, the step is redone eagerly."""
+        if not self.compiled:
+            return self._step(batch, optimizer, criterion)
+        start, seconds, images = time.perf_counter(), self.train_seconds, self.images_seen
+        if self.progress:
+            print("compiling the training step (torch.compile; kept on disk for later runs) ...", file=sys.stderr,
+                  flush=True)
+        try:
+            lr = self._step(batch, optimizer, criterion)
+            # the compilation is reported on its own; the throughput is the compiled steps'
+            self.compile_seconds = time.perf_counter() - start
+            self.train_seconds, self.images_seen = seconds, images
+            return lr
+        except NasError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a compiler failure; the eager step raises real errors
+            warn_eager(exc)
+            optimizer.zero_grad(set_to_none=True)
+            self._eager(patches)
+            self.forward = self.model
+            return self._step(batch, optimizer, criterion)
+
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
               criterion: nn.Module) -> float:
         """One optimizer step on ``batch`` (timed with the batch's preparation); returns its lr."""
@@ -254,7 +285,7 @@ class _Loop:
         for group in optimizer.param_groups:
             group["lr"] = lr
         with _autocast(self.precision):
-            loss = criterion(self.model(images), labels)
+            loss = criterion(self.forward(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -283,6 +314,8 @@ class _Loop:
             train_seconds=self.train_seconds,
             stopped_early=stopped,
             history=self.history,
+            compiled=self.compiled,
+            compile_seconds=self.compile_seconds,
         )
 
     def _evaluate(self, lr: float, start: float, bar) -> bool:
@@ -321,7 +354,7 @@ class _Loop:
 
     def _fingerprint(self) -> str:
         """What must match for a saved state to be resumed: config (but threads), data, network."""
-        config = {k: v for k, v in asdict(self.config).items() if k not in ("threads", "evaluate_test")}
+        config = {k: v for k, v in asdict(self.config).items() if k not in ("threads", "evaluate_test", "compile")}
         train = self.splits.train
         return fingerprint({
             "config": config, "precision": self.precision, "total": self.total,

@@ -1,0 +1,155 @@
+"""Compiled training steps: ``torch.compile`` of the model, with a depthwise weight gradient it can fuse.
+
+On CPU, oneDNN's weight gradient of a depthwise convolution is slow beyond 3x3 kernels: for the
+Fashion-MNIST baseline's 5x5 depthwise layers it took 5-9 ms of a 576-channel 4x4 layer's step at
+batch 128, half the step's backward (Intel Xeon model 167, 2 threads). Written as a sum over the
+kernel's taps of (output gradient x shifted input), reduced over batch and space, inductor turns it
+into one vectorised loop (1.2 ms for that layer). Eagerly that sum is slower than oneDNN, so the
+depthwise layers use it only inside a compiled model (:func:`compiled_model`).
+
+``torch.compile`` costs tens of seconds on the first step (a C++ compiler builds the kernels; the
+compiled graphs are cached on disk for later runs of the same shapes), so ``compile: auto`` uses it
+only for trainings of at least :data:`AUTO_MIN_STEPS` steps, and only where a C++ compiler is found.
+Any failure to compile falls back to the eager model with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import sys
+import types
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ``auto`` compiles trainings of at least this many steps. Measured (Intel Xeon model 167, 2 threads,
+# Fashion-MNIST baseline, batch 128): the first compiled step costs ~50 s, each later step saves ~40 ms
+# (benchmarks/train_throughput.py --compile), so compiling pays off after about 1,250 steps.
+AUTO_MIN_STEPS = 2000
+
+
+@functools.lru_cache(maxsize=1)
+def compiler_available() -> bool:
+    """Whether inductor can build CPU kernels here: a C++ compiler on PATH (or in $CXX)."""
+    names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+    return any(name and shutil.which(name) for name in names)
+
+
+def resolve_compile(setting: str, total_steps: int) -> bool:
+    """``on`` / ``off`` as given; ``auto`` compiles long trainings where a C++ compiler exists."""
+    if setting == "off":
+        return False
+    if setting == "on":
+        return True
+    return total_steps >= AUTO_MIN_STEPS and compiler_available()
+
+
+def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: int, stride: int,
+                          padding: int) -> torch.Tensor:
+    """Weight gradient of a depthwise ``kernel`` x ``kernel`` convolution, as a sum over its taps.
+
+    ``x`` is the layer's input (N, C, H, W), ``grad`` the gradient of its output (N, C, Ho, Wo).
+    """
+    out_h, out_w = grad.shape[2], grad.shape[3]
+    padded = F.pad(x, (padding, padding, padding, padding))
+    rows, cols = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    taps = [(grad * padded[:, :, i:i + rows:stride, j:j + cols:stride]).sum((0, 2, 3))
+            for i in range(kernel) for j in range(kernel)]
+    return torch.stack(taps, 1).reshape(x.shape[1], 1, kernel, kernel)
+
+
+class DepthwiseConv(torch.autograd.Function):
+    """A depthwise convolution (no bias, square kernel, 'same'-style padding) whose weight gradient
+    is :func:`depthwise_weight_grad`; its forward and input gradient are aten's."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.stride, ctx.padding
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [stride, stride], [padding, padding], [1, 1], False, [0, 0], x.shape[1],
+                [True, False, False])[0]
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = depthwise_weight_grad(x, grad, weight.shape[-1], stride, padding)
+        return grad_x, grad_w, None, None
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    """A grouped Conv2d with one input channel per group, square kernel and stride, no bias."""
+    return (isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+            and module.groups == module.out_channels and module.bias is None
+            and module.kernel_size[0] == module.kernel_size[1] and module.stride[0] == module.stride[1]
+            and module.padding[0] == module.padding[1] and module.dilation == (1, 1)
+            and module.padding_mode == "zeros" and isinstance(module.padding, tuple))
+
+
+def _depthwise_forward(fp32: bool, shifted: bool) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+    def forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
+            x = x.float() if fp32 else x
+            if shifted and module.bias is None:  # a BatchNorm-folded copy for evaluation has a bias
+                return DepthwiseConv.apply(x, module.weight, module.stride[0], module.padding[0])
+            return type(module).forward(module, x)
+    return forward
+
+
+@contextlib.contextmanager
+def patched_depthwise(model: nn.Module, fp32: bool, shifted: bool) -> Iterator[None]:
+    """Within the block, the model's grouped convolutions run outside autocast in fp32 (``fp32``: their
+    bf16 backward is slow in oneDNN) and its depthwise ones through :class:`DepthwiseConv`
+    (``shifted``). Each module's own ``forward`` is restored after."""
+    patched = []
+    if fp32 or shifted:
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d) and module.groups > 1:
+                forward = _depthwise_forward(fp32, shifted and is_depthwise(module))
+                module.forward = types.MethodType(forward, module)  # bound: copies call their own weights
+                patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
+# Each architecture trained in one process is another compilation of ``Network.forward``; past this
+# many, a first step fails (and trains eagerly, see the trainer) rather than silently running the
+# shifted depthwise gradient uncompiled, where it is slower than oneDNN's.
+RECOMPILE_LIMIT = 64
+
+
+def compiled_model(model: nn.Module) -> nn.Module | None:
+    """``torch.compile(model)``, or None (with one line on stderr) when this torch cannot compile.
+
+    Random ops (dropout) use aten's generator, so a compiled training draws the same masks as an
+    eager one and a seed means the same training either way."""
+    try:
+        import torch._dynamo.config as dynamo_config
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fallback_random = True
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+        dynamo_config.fail_on_recompile_limit_hit = True
+        return torch.compile(model)
+    except Exception as exc:  # noqa: BLE001 - any failure means: train eagerly
+        warn_eager(exc)
+        return None
+
+
+def warn_eager(exc: BaseException) -> None:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    print(f"torch.compile failed ({type(exc).__name__}: {first}); training eagerly", file=sys.stderr, flush=True)

@@ -1,0 +1,116 @@
+"""Compiled training: the depthwise weight gradient against aten's, the compile settings, and the
+fall-back to eager steps when torch.compile fails."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nas.errors import NasError
+from nas.experiment import TrainSection
+from nas.models import build_model
+from nas.train import TrainConfig, train
+from nas.train.trainer import fold_batchnorm
+from nas.train import compiled as compiled_mod
+from nas.train.compiled import (AUTO_MIN_STEPS, DepthwiseConv, depthwise_weight_grad, is_depthwise,
+                                patched_depthwise, resolve_compile)
+from tests.test_trainer import toy_splits, tiny_spec
+
+
+def aten_grads(x, weight, grad, stride, padding):
+    x, weight = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    out = F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
+    return torch.autograd.grad(out, (x, weight), grad)
+
+
+@pytest.mark.parametrize("kernel, stride, size", [(3, 1, 7), (5, 1, 4), (5, 2, 7), (7, 2, 14), (7, 1, 3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_gradients_match_aten(kernel, stride, size, channels_last):
+    gen = torch.Generator().manual_seed(kernel * 10 + stride)
+    x = torch.randn(3, 6, size, size, generator=gen, dtype=torch.float64)
+    weight = torch.randn(6, 1, kernel, kernel, generator=gen, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    padding = (kernel - 1) // 2
+    out_size = (size + 2 * padding - kernel) // stride + 1
+    grad = torch.randn(3, 6, out_size, out_size, generator=gen, dtype=torch.float64)
+    want_x, want_w = aten_grads(x, weight, grad, stride, padding)
+    torch.testing.assert_close(depthwise_weight_grad(x, grad, kernel, stride, padding), want_w)
+    xr, wr = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    out = DepthwiseConv.apply(xr, wr, stride, padding)
+    torch.testing.assert_close(out, F.conv2d(x, weight, None, stride, padding, 1, 6))
+    got_x, got_w = torch.autograd.grad(out, (xr, wr), grad)
+    torch.testing.assert_close(got_x, want_x)
+    torch.testing.assert_close(got_w, want_w)
+
+
+def test_depthwise_function_passes_gradcheck():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 1, 5, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: DepthwiseConv.apply(a, b, 2, 2), (x, weight))
+
+
+def test_only_true_depthwise_layers_are_patched():
+    assert is_depthwise(nn.Conv2d(8, 8, 5, 2, 2, groups=8, bias=False))
+    assert not is_depthwise(nn.Conv2d(8, 8, 5, 2, 2, groups=8, bias=True))
+    assert not is_depthwise(nn.Conv2d(8, 16, 3, 1, 1, groups=8, bias=False))
+    assert not is_depthwise(nn.Conv2d(8, 8, 3, 1, 1, groups=1, bias=False))
+    model = build_model(tiny_spec())
+    depthwise = [m for m in model.modules() if is_depthwise(m)]
+    assert depthwise
+    gen = torch.Generator().manual_seed(0)
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):  # folding gives non-zero biases
+        bn.running_mean.copy_(torch.randn(bn.num_features, generator=gen))
+        bn.bias.data.copy_(torch.randn(bn.num_features, generator=gen))
+    x = torch.randn(2, 1, 8, 8)
+    model.eval()
+    with torch.inference_mode():
+        want, want_folded = model(x), fold_batchnorm(model)(x)
+        with patched_depthwise(model, fp32=False, shifted=True):
+            assert all("forward" in vars(m) for m in depthwise)
+            torch.testing.assert_close(model(x), want)
+            torch.testing.assert_close(fold_batchnorm(model)(x), want_folded)  # the folded copy has biases
+    assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_compile_settings(monkeypatch):
+    assert resolve_compile("off", 10**6) is False
+    assert resolve_compile("on", 1) is True
+    assert resolve_compile("auto", AUTO_MIN_STEPS - 1) is False
+    monkeypatch.setattr(compiled_mod, "compiler_available", lambda: False)
+    assert resolve_compile("auto", AUTO_MIN_STEPS) is False
+    monkeypatch.setattr(compiled_mod, "compiler_available", lambda: True)
+    assert resolve_compile("auto", AUTO_MIN_STEPS) is True
+    with pytest.raises(NasError, match="compile"):
+        TrainConfig(steps=5, compile="yes")
+    with pytest.raises(NasError, match="compile"):
+        TrainSection(compile="maybe").validate()
+    section = TrainSection(compile="off", precision="bf16")
+    assert (section.config().compile, section.config().precision) == ("off", "bf16")
+
+
+class BrokenCompiled(nn.Module):
+    """What a torch.compile that fails on its first call looks like to the trainer."""
+
+    def forward(self, x):
+        raise RuntimeError("C++ compile error: cannot find Python.h\nmore lines")
+
+
+def test_failed_compile_trains_eagerly(monkeypatch, capsys):
+    """The failed first step is redone eagerly: the same weights as an eager training, one line said."""
+    monkeypatch.setattr(torch, "compile", lambda model: BrokenCompiled())
+    models = {}
+    for setting in ("on", "off"):
+        torch.manual_seed(0)
+        models[setting] = build_model(tiny_spec())
+        config = TrainConfig(steps=6, batch_size=16, lr=0.05, threads=1, eval_every=None, compile=setting)
+        result = train(models[setting], toy_splits(), config, progress=False)
+        assert result.steps == 6 and not result.compiled
+    assert capsys.readouterr().err.splitlines() == [
+        "torch.compile failed (RuntimeError: C++ compile error: cannot find Python.h); training eagerly"]
+    for (key, a), b in zip(models["on"].state_dict().items(), models["off"].state_dict().values()):
+        assert torch.equal(a, b), key
+    assert not any("forward" in vars(m) for m in models["on"].modules())
