@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nas.cli import args as A
+from nas.config import COMPILE_CHOICES, PRECISIONS
 from nas.spec.arch import MAX_RESOLUTION
 
 
@@ -31,10 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=A.integer(1, MAX_RESOLUTION), help="folder data: resize images to this size")
     p.add_argument("--width-mult", type=A.width_mult, help="named networks only")
     p.add_argument("--threads", type=A.threads, help="torch intra-op threads")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="bf16: bfloat16 autocast (depthwise convolutions in fp32); auto (default): bf16 only on "
                         "CPUs where it measured faster at equal accuracy, fp32 elsewhere (see nas.train.cpu)")
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+    p.add_argument("--compile", choices=COMPILE_CHOICES, default="auto",
                    help="torch.compile the training step: tens of seconds at the start for faster steps; auto "
                         "(default): trainings of >= 2,000 steps where a C++ compiler is found (see nas.train.compiled)")
     p.add_argument("--out", type=A.output_dir, help="write checkpoint.pt, spec.json and metrics.json here; the "
