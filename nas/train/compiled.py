@@ -2,7 +2,7 @@
 
 On CPU, oneDNN's weight gradient of a depthwise convolution is slow beyond 3x3 kernels: for the
 Fashion-MNIST baseline's 5x5 depthwise layers it took 5-9 ms per layer at batch 128 (8.9 ms for the
-576-channel 4x4 one), and the depthwise backward was about 40 % of the training step (Intel Xeon
+576-channel 4x4 one), and the 5x5 depthwise backward was about a quarter of the training step (Intel Xeon
 model 167, 2 threads, torch.profiler). Written as a sum over the
 kernel's taps of (output gradient x shifted input), reduced over batch and space, inductor turns it
 into one vectorised loop (1.2 ms for that layer). Eagerly that sum is slower than oneDNN, so the
