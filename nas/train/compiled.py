@@ -1,7 +1,7 @@
 """Compiled training steps: ``torch.compile`` of the model, with a depthwise weight gradient it can fuse.
 
 On CPU, oneDNN's weight gradient of a depthwise convolution is slow beyond 3x3 kernels: for the
-Fashion-MNIST baseline's 5x5 depthwise layers it took 5-9 ms per layer at batch 128 (8.9 ms for the
+Fashion-MNIST baseline's 5x5 depthwise layers it took 2-9 ms per layer at batch 128 (8.9 ms for the
 576-channel 4x4 one), and the 5x5 depthwise backward was about a quarter of the training step (Intel Xeon
 model 167, 2 threads, torch.profiler). Written as a sum over the
 kernel's taps of (output gradient x shifted input), reduced over batch and space, inductor turns it
@@ -95,8 +95,8 @@ def is_depthwise(module: nn.Module) -> bool:
     return (isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
             and module.groups == module.out_channels and module.bias is None
             and module.kernel_size[0] == module.kernel_size[1] and module.stride[0] == module.stride[1]
-            and module.padding[0] == module.padding[1] and module.dilation == (1, 1)
-            and module.padding_mode == "zeros" and isinstance(module.padding, tuple))
+            and isinstance(module.padding, tuple) and module.padding[0] == module.padding[1]
+            and module.dilation == (1, 1) and module.padding_mode == "zeros")
 
 
 def _depthwise_forward(fp32: bool, shifted: bool) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:

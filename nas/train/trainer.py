@@ -235,22 +235,13 @@ class _Loop:
         return self._result(stopped, start)
 
     def _forward(self, patches: contextlib.ExitStack) -> nn.Module:
-        """The module the steps call: the model (depthwise layers in fp32 under bf16), or its compiled
-        version (depthwise layers with a weight gradient inductor fuses)."""
-        patches.enter_context(patched_depthwise(self.model, fp32=self.precision == "bf16", shifted=self.compiled))
+        """The module the steps call: the compiled model (depthwise layers with a weight gradient
+        inductor fuses) or, eager, the model itself; under bf16 the depthwise layers run in fp32."""
+        fp32 = self.precision == "bf16"
         compiled = compiled_model(self.model) if self.compiled else None
-        if compiled is None:
-            self._eager(patches)
-            return self.model
-        return compiled
-
-    def _eager(self, patches: contextlib.ExitStack) -> None:
-        """Eager steps from here on (depthwise layers with aten's gradient)."""
-        if not self.compiled:
-            return
-        self.compiled = False
-        patches.close()
-        patches.enter_context(patched_depthwise(self.model, fp32=self.precision == "bf16", shifted=False))
+        self.compiled = compiled is not None
+        patches.enter_context(patched_depthwise(self.model, fp32=fp32, shifted=self.compiled))
+        return compiled if compiled is not None else self.model
 
     def _first_step(self, batch: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
                     criterion: nn.Module, patches: contextlib.ExitStack) -> float:
@@ -272,8 +263,9 @@ class _Loop:
         except Exception as exc:  # noqa: BLE001 - a compiler failure; the eager step raises real errors
             warn_eager(exc)
             optimizer.zero_grad(set_to_none=True)
-            self._eager(patches)
-            self.forward = self.model
+            patches.close()
+            self.compiled = False
+            self.forward = self._forward(patches)
             return self._step(batch, optimizer, criterion)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
