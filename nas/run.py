@@ -323,9 +323,11 @@ def run_experiment(exp: Experiment, progress: bool = True, log: Callable[[str], 
     """Run (or resume) every stage of ``exp`` and write ``report.md`` in its output folder."""
     if exp.latency.table is None:
         raise NasError("nas run needs latency.table in the experiment (NetAdapt and the report use it)")
+    from nas.data import check_data
     from nas.search.runner import check_strategy
 
     check_strategy(exp)  # the strategy's own option rules, before the table is built
+    check_data(exp.data.name, exp.data.data_dir)  # and the data: a missing dataset fails in a second
     out = Path(exp.out)
     out.mkdir(parents=True, exist_ok=True)
     exp = resolve_table_stage(exp, out, progress)

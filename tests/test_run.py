@@ -149,3 +149,13 @@ def test_bad_experiment_sections(tmp_path):
         path.write_text(yaml.safe_dump(data))
         assert_one_line_error(run_cli("run", path), message)
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_missing_data_fails_before_the_table_is_built(tmp_path):
+    data = tiny_experiment(tmp_path)
+    data["data"] = {"name": "fashion-mnist", "data_dir": str(tmp_path / "no-such-dir")}
+    data["latency"]["table"] = str(tmp_path / "new-tables")  # no table of this machine: it would be built
+    path = tmp_path / "no_data.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert_one_line_error(run_cli("run", path), "Fashion-MNIST data directory")
+    assert not (tmp_path / "new-tables").exists()

@@ -17,6 +17,31 @@ ALIASES = {"fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist", "
            "cifar10": "cifar10", "cifar-10": "cifar10", "folder": "folder"}
 
 
+def _key(name: str) -> str:
+    key = ALIASES.get(name.lower())
+    if key is None:
+        raise NasError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return key
+
+
+def check_data(name: str, data_dir: str | Path | None = None) -> None:
+    """Raise the one-line :class:`NasError` that ``load_data`` would, without reading the images:
+    for long jobs to check before work that comes first (a table build)."""
+    key = _key(name)
+    if key == "fashion-mnist":
+        from nas.data.fashion_mnist import find_fashion_mnist
+
+        find_fashion_mnist(data_dir)
+    elif key == "cifar10":
+        from nas.data.cifar10 import find_cifar10
+
+        find_cifar10(data_dir)
+    elif data_dir is None or not Path(data_dir).is_dir():
+        from nas.data.folder import load_folder
+
+        load_folder(data_dir)  # raises its own message for a missing folder
+
+
 def load_data(
     name: str = "fashion-mnist",
     data_dir: str | Path | None = None,
@@ -26,9 +51,7 @@ def load_data(
     image_size: int | tuple[int, int] | None = None,
 ) -> DataSplits:
     """Load a dataset by name (``fashion-mnist``, ``cifar10`` or ``folder``) into seeded splits."""
-    key = ALIASES.get(name.lower())
-    if key is None:
-        raise NasError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    key = _key(name)
     if key == "fashion-mnist":
         from nas.data.fashion_mnist import load_fashion_mnist
 
@@ -45,6 +68,6 @@ def load_data(
 
 
 __all__ = [
-    "Augment", "DATASETS", "DataSplits", "ImageDataset", "Normalizer", "augment_batch", "channel_stats",
+    "Augment", "DATASETS", "DataSplits", "ImageDataset", "Normalizer", "augment_batch", "channel_stats", "check_data",
     "eval_batches", "load_data", "make_splits", "steps_per_epoch", "train_batches",
 ]
