@@ -124,7 +124,7 @@ def main() -> None:
     p.add_argument("--long-lr", type=float, help="its learning rate (default: NetAdaptConfig's; with --from-run: the run's)")
     p.add_argument("--delta", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--optimizer", default="sgd", help="sgd or adamw (a `nas run` of experiments/fashion_mnist.yaml: adamw)")
+    p.add_argument("--optimizer", default="sgd", help="sgd or adamw (experiments/fashion_mnist.yaml trains with sgd)")
     p.add_argument("--subset", type=int, help="train on this many images only (quick checks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")

@@ -16,7 +16,7 @@ import torch
 
 from nas.errors import NasError
 from nas.train import TrainConfig, evaluate, train
-from nas.train.cpu import has_bf16, resolve_precision
+from nas.train.cpu import AUTO_BF16_MIN_STEPS, has_bf16, resolve_precision
 from nas.train.resume import STATE_FILE, load_state
 from tests.conftest import ROOT
 from tests.test_trainer import fast_config, tiny_model, tiny_spec, toy_splits
@@ -92,8 +92,11 @@ def test_state_is_loaded_weights_only(tmp_path):
 def test_precision_config():
     with pytest.raises(NasError, match="precision"):
         TrainConfig(steps=1, precision="fp16")
-    assert resolve_precision("bf16") == "bf16" and resolve_precision("fp32") == "fp32"
-    assert resolve_precision("auto", frozenset()) == "fp32"  # never bf16 on a CPU without bf16
+    assert resolve_precision("bf16", 1) == "bf16" and resolve_precision("fp32", 10**6) == "fp32"
+    bf16_cpu = frozenset({"avx512_bf16"})
+    assert resolve_precision("auto", AUTO_BF16_MIN_STEPS, frozenset()) == "fp32"  # never bf16 without bf16
+    assert resolve_precision("auto", AUTO_BF16_MIN_STEPS, bf16_cpu) == "bf16"  # long trainings on a bf16 CPU
+    assert resolve_precision("auto", AUTO_BF16_MIN_STEPS - 1, bf16_cpu) == "fp32"  # short ones stay fp32
     assert has_bf16(frozenset({"amx_bf16"})) and has_bf16(frozenset({"avx512_bf16"})) and not has_bf16(frozenset())
 
 

@@ -14,7 +14,6 @@ import torch
 from nas.data import DataSplits, ImageDataset, load_data
 from nas.errors import NasError
 from nas.io import write_text_atomic
-from nas.train.cpu import resolve_precision
 from nas.train.checkpoint import Checkpoint, check_state_dict, load_checkpoint, load_model, save_checkpoint
 from nas.train.resume import STATE_FILE
 from nas.train.trainer import TrainConfig, TrainResult, evaluate, lr_at, train
@@ -110,7 +109,7 @@ def _metrics(spec: Any, model: torch.nn.Module, result: TrainResult, config: Tra
         "params": sum(p.numel() for p in model.parameters()),
         "splits": splits.sizes(),
         "normalization": {"mean": list(splits.train.mean), "std": list(splits.train.std)},
-        "config": dataclasses.asdict(config) | config.resolved() | {"precision": resolve_precision(config.precision)},
+        "config": dataclasses.asdict(config) | config.resolved() | {"precision": result.precision},
         "compiled": result.compiled,
         "compile_seconds": result.compile_seconds,
         "history": result.history,

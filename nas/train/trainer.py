@@ -48,6 +48,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     compiled: bool = False  # whether the steps ran through torch.compile
     compile_seconds: float = 0.0  # the first compiled step (not in train_seconds / images_per_sec)
+    precision: str = "fp32"  # what ``precision: auto`` resolved to
 
 
 def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
@@ -193,7 +194,7 @@ class _Loop:
         self.total = config.total_steps(self.n_train)
         self.warmup, self.base_lr = config.warmup(self.total), config.resolved()["lr"]
         self.eval_interval = self.total if config.eval_every is None else max(1, round(config.eval_every * self.per_epoch))
-        self.precision = resolve_precision(config.precision)
+        self.precision = resolve_precision(config.precision, self.total)
         self.compiled = resolve_compile(config.compile, self.total)
         self.compile_seconds = 0.0
         self.history: list[dict] = []
@@ -308,6 +309,7 @@ class _Loop:
             history=self.history,
             compiled=self.compiled,
             compile_seconds=self.compile_seconds,
+            precision=self.precision,
         )
 
     def _evaluate(self, lr: float, start: float, bar) -> bool:
@@ -327,7 +329,7 @@ class _Loop:
     def _epoch_end(self, evaluated: bool, loss: float, start: float, session_start: int, bar,
                    optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
         if self.progress:
-            elapsed = time.perf_counter() - start
+            elapsed = time.perf_counter() - start - self.compile_seconds  # the ETA at the steady rate
             done = self.step - session_start
             line = epoch_line(self.step / self.per_epoch, self.total / self.per_epoch, self.step, self.total, loss,
                               self.val_acc if evaluated else None, self.images_seen / max(self.train_seconds, 1e-9),
