@@ -47,7 +47,7 @@ def supernet_for(args, experiment, space, splits):
     summary = out / "supernet.json"
     if not summary.exists() or args.supernet_epochs or args.supernet_minutes:
         settings = settings_for(experiment, epochs=args.supernet_epochs, minutes=args.supernet_minutes,
-                                sampling=args.sampling)
+                                sampling=args.sampling, kernel=args.kernel, reorder=args.reorder)
         train_supernet(space, splits, settings, out, progress=True)
     seconds = json.loads(summary.read_text())["seconds"]
     return load_supernet(out, space), seconds
@@ -62,12 +62,16 @@ def train_alone(spec, splits, config) -> float:
 
 
 def main() -> int:
+    from nas.config import SUPERNET_KERNELS, SUPERNET_SAMPLINGS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("experiment")
     p.add_argument("--supernet", required=True, metavar="DIR")
     p.add_argument("--supernet-epochs", type=float)
     p.add_argument("--supernet-minutes", type=float)
-    p.add_argument("--sampling", choices=("uniform", "sandwich"), default="uniform")
+    p.add_argument("--sampling", choices=SUPERNET_SAMPLINGS, default="uniform")
+    p.add_argument("--kernel", choices=SUPERNET_KERNELS, default="crop")
+    p.add_argument("--reorder", action="store_true", help="re-order hidden channels by importance each epoch")
     p.add_argument("--networks", type=int, default=30)
     p.add_argument("--epochs", type=float, default=3.0, help="the longer stand-alone training (default: 3)")
     p.add_argument("--bn-batches", type=int, help="default: the experiment's supernet.bn_batches")

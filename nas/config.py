@@ -31,6 +31,8 @@ DEFAULT_LR = {"sgd": 0.1, "adamw": 0.002}
 DEFAULT_WD = {"sgd": 5e-5, "adamw": 0.05}
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_CHOICES = ("auto", "on", "off")
+SUPERNET_SAMPLINGS = ("uniform", "sandwich")  # nas supernet train --sampling
+SUPERNET_KERNELS = ("crop", "transform")  # nas supernet train --kernel
 
 SELECTIONS = ("ratio", "accuracy")
 # NetAdapt's fine-tuning learning rates (short, long) per optimizer: a tenth and a fifth of its training default

@@ -196,3 +196,12 @@ def test_every_strategy_has_its_options_in_the_settings():
     from nas.config import STRATEGY_OPTIONS
 
     assert {name: cls.OPTIONS for name, cls in STRATEGIES.items()} == STRATEGY_OPTIONS
+
+
+def test_without_a_terminal_each_finished_trial_is_one_line_on_stderr(experiment, capsys):
+    run_search(experiment, strategy="random", storage=":memory:", evaluator=Counting(), progress=True,
+               measure_best=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trial ")]
+    assert len(lines) == N
+    assert lines[0].startswith("trial 0 complete  val_acc ") and f"| 1/{N} finished, best reward " in lines[0]
+    assert f"| {N}/{N} finished" in lines[-1] and "none yet" not in lines[-1]

@@ -29,9 +29,10 @@ def space(tmp_path):
     return load_space(write_super_space(tmp_path))
 
 
-def settings(epochs: float = 2, sampling: str = "uniform") -> SupernetSettings:
+def settings(epochs: float = 2, sampling: str = "uniform", kernel: str = "crop", reorder: bool = False
+             ) -> SupernetSettings:
     return SupernetSettings(TrainConfig(epochs=epochs, batch_size=32, optimizer="adamw", threads=1, seed=3,
-                                        precision="fp32"), sampling=sampling)
+                                        precision="fp32"), sampling=sampling, kernel=kernel, reorder=reorder)
 
 
 def test_sandwich_trains_largest_smallest_and_two_samples(space):
@@ -54,9 +55,10 @@ def test_training_learns_and_saves_a_loadable_supernet(space, tmp_path, sampling
     assert payload["step"] == result.steps and payload["largest_spec_json"] == largest_spec(space).to_json()
 
 
-def test_an_interrupted_training_resumes_to_the_same_weights(space, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kernel, reorder", [("crop", False), ("transform", True)])
+def test_an_interrupted_training_resumes_to_the_same_weights(space, tmp_path, monkeypatch, kernel, reorder):
     splits = toy_splits()
-    whole = train_supernet(space, splits, settings(), tmp_path / "whole", progress=False)
+    whole = train_supernet(space, splits, settings(kernel=kernel, reorder=reorder), tmp_path / "whole", progress=False)
     real_epoch_end = _SupernetLoop.epoch_end
 
     def stop_after_first_epoch(self, *args):
@@ -65,11 +67,13 @@ def test_an_interrupted_training_resumes_to_the_same_weights(space, tmp_path, mo
 
     monkeypatch.setattr(_SupernetLoop, "epoch_end", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train_supernet(space, splits, settings(), tmp_path / "cut", progress=False)
+        train_supernet(space, splits, settings(kernel=kernel, reorder=reorder), tmp_path / "cut", progress=False)
     monkeypatch.undo()
-    resumed = train_supernet(space, splits, settings(), tmp_path / "cut", progress=False)
+    resumed = train_supernet(space, splits, settings(kernel=kernel, reorder=reorder), tmp_path / "cut",
+                             progress=False)
     assert resumed.resumed_from == 4 and resumed.steps == whole.steps
     a, b = load_supernet(tmp_path / "whole", space), load_supernet(tmp_path / "cut", space)
+    assert (a.stages[0][0].kernel_maps is not None) == (kernel == "transform")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
 
@@ -126,3 +130,15 @@ def test_a_time_budget_stops_once_it_is_spent(space, tmp_path):
     again = train_supernet(space, toy_splits(), SupernetSettings(config, minutes=1e-4), tmp_path / "sn",
                            progress=False)
     assert again.steps == result.steps  # a finished budget is not trained again
+
+
+def test_a_checkpoint_whose_settings_are_not_an_object_is_one_line(space, tmp_path):
+    train_supernet(space, toy_splits(), settings(1), tmp_path / "sn", progress=False)
+    path = tmp_path / "sn" / "supernet.pt"
+    for text, message in (("[1]", "not a JSON object"), ('{"kernel": NaN}', "settings")):
+        payload = torch.load(path, weights_only=True)
+        payload["settings_json"] = text
+        torch.save(payload, path)
+        with pytest.raises(NasError, match=message) as info:
+            load_supernet(tmp_path / "sn", space)
+        assert "\n" not in str(info.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nas.cli import args as A
+from nas.config import SUPERNET_KERNELS, SUPERNET_SAMPLINGS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     budget.add_argument("--epochs", type=A.epochs, help="budget in epochs (default: the experiment's train.epochs)")
     budget.add_argument("--minutes", type=A.number(0, 10**7, above=True), help="budget in minutes of training")
     p.add_argument("--out", type=A.output_dir, required=True, metavar="DIR", help="folder of supernet.pt")
-    p.add_argument("--sampling", choices=("uniform", "sandwich"), default="uniform",
+    p.add_argument("--sampling", choices=SUPERNET_SAMPLINGS, default="uniform",
                    help="uniform: one sampled member per step (default); sandwich: largest + smallest + 2 sampled, "
                         "the others distilled from the largest")
+    p.add_argument("--kernel", choices=SUPERNET_KERNELS, default="crop",
+                   help="crop: a smaller kernel is the centre of the largest (default); transform: OFA's learned "
+                        "kernel maps")
+    p.add_argument("--reorder", action="store_true",
+                   help="sort each block's hidden channels by importance at every epoch's end (OFA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-epoch lines on stderr")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train)
@@ -33,7 +39,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nas.supernet.train import settings_for, train_supernet
 
     experiment = load_experiment(args.experiment)
-    settings = settings_for(experiment, epochs=args.epochs, minutes=args.minutes, sampling=args.sampling)
+    settings = settings_for(experiment, epochs=args.epochs, minutes=args.minutes, sampling=args.sampling,
+                            kernel=args.kernel, reorder=args.reorder)
     d = experiment.data
     splits = load_data(d.name, d.data_dir, d.val_fraction, d.seed, d.subset)
     result = train_supernet(experiment.load_space(), splits, settings, args.out, progress=not args.no_progress)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from typing import Any
 
@@ -41,6 +42,22 @@ def evaluation_attrs(ev: Evaluation, reward_fn) -> dict[str, Any]:
             "seconds": ev.seconds, "steps": ev.steps}
 
 
+def trial_line(record: TrialRecord, finished: int, n_trials: int, best: TrialRecord | None, elapsed: float) -> str:
+    """One finished trial for a log: ``trial 12 pruned  val_acc 0.7123  0.842 ms  reward 0.6912  |
+    13/60 finished, best reward 0.7450, 4m12s elapsed``."""
+    from nas.train.trainer import format_duration
+
+    parts = [f"trial {record.number} {record.state.lower()}{' (cached)' if record.cached else ''}"]
+    if record.val_acc is not None:
+        parts.append(f"val_acc {record.val_acc:.4f}")
+    if record.latency_ms is not None:
+        parts.append(f"{record.latency_ms:.3f} ms")
+    if record.reward is not None:
+        parts.append(f"reward {record.reward:.4f}")
+    best_text = "none yet" if best is None or best.reward is None else f"{best.reward:.4f}"
+    return (f"{'  '.join(parts)}  | {finished}/{n_trials} finished, best reward {best_text}, "
+            f"{format_duration(elapsed)} elapsed")
+
 class SearchLoop:
     """One search session over an open study (kept small so a worker process can reuse it)."""
 
@@ -58,7 +75,8 @@ class SearchLoop:
         many trials this loop finished. Other workers may be running trials of the same study."""
         from tqdm import tqdm
 
-        deadline = None if timeout_min is None else time.monotonic() + 60 * timeout_min
+        started = time.monotonic()
+        deadline = None if timeout_min is None else started + 60 * timeout_min
         ran = 0
         bar = tqdm(total=n_trials, initial=min(self.n_finished(), n_trials), unit="trial",
                    desc=f"search {self.strategy.name}", disable=None if self.progress else True, dynamic_ncols=True)
@@ -77,14 +95,23 @@ class SearchLoop:
                 if record is None:
                     continue
                 ran += 1
-                if not bar.disable:
-                    bar.update(min(self.n_finished(), n_trials) - bar.n)
-                    best = best_record(finished_records(self.study))
-                    if best is not None:
-                        bar.set_postfix(best_reward=f"{best.reward:.4f}", last=f"{record.state.lower()}")
+                if self.progress:
+                    self._report(bar, record, n_trials, started)
         finally:
             bar.close()
         return ran
+
+    def _report(self, bar, record: TrialRecord, n_trials: int, started: float) -> None:
+        """The bar on a terminal; elsewhere one line per finished trial on stderr."""
+        finished = min(self.n_finished(), n_trials)
+        best = best_record(finished_records(self.study))
+        if bar.disable:
+            print(trial_line(record, finished, n_trials, best, time.monotonic() - started), file=sys.stderr,
+                  flush=True)
+            return
+        bar.update(finished - bar.n)
+        if best is not None:
+            bar.set_postfix(best_reward=f"{best.reward:.4f}", last=f"{record.state.lower()}")
 
     def _counts(self) -> dict[TrialState, int]:
         counts = {state: 0 for state in TrialState}

@@ -4,6 +4,11 @@
 - ``sandwich``: the largest, the smallest and two random members per step, with in-place
   distillation: the largest learns the labels, the others its soft labels (BigNAS / OFA).
 
+``kernel``: ``crop`` (a smaller kernel is the centre of the largest) or ``transform`` (OFA's learned
+kernel maps). ``reorder``: sort each block's hidden channels by importance at every epoch's end
+(OFA's channel re-organisation; the largest member is unchanged, the narrower ones keep the most
+important channels).
+
 It is built on the trainer's pieces (:func:`nas.data.train_batches` and its augmentation,
 :func:`nas.train.trainer.make_optimizer`, :func:`nas.train.lr_at`, channels-last, threads, the
 one-line-per-epoch report) with the experiment's ``train`` recipe. The budget is ``epochs`` or
@@ -30,12 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.config import SettingError, check_number, check_seed, check_text
+from nas.config import (SUPERNET_KERNELS, SUPERNET_SAMPLINGS, SettingError, check_flag, check_number, check_seed,
+                        check_text)
 from nas.data import Augment, DataSplits, train_batches
 from nas.errors import NasError
-from nas.io import write_atomic, write_text_atomic
+from nas.io import parse_json, write_atomic, write_text_atomic
 from nas.spec import ArchSpec, SearchSpace
-from nas.supernet.model import Supernet, largest_spec, smallest_spec
+from nas.supernet.model import Supernet, largest_spec, reorder_channels, smallest_spec
 from nas.threads import torch_threads
 from nas.train import TrainConfig, evaluate, lr_at
 from nas.train.checkpoint import check_checkpoint_file, load_weights_only
@@ -44,38 +50,43 @@ from nas.train.trainer import epoch_line, make_optimizer
 
 FORMAT = "nas-supernet/1"
 CHECKPOINT = "supernet.pt"
-SAMPLINGS = ("uniform", "sandwich")
 TIME_STEPS = 10_000  # a time budget's schedule: lr_at over this many steps of elapsed time
 SANDWICH_RANDOM = 2
 
 
 @dataclass(frozen=True)
 class SupernetSettings:
-    """What a supernet training is: the experiment's ``train`` recipe, a budget and a sampling rule."""
+    """What a supernet training is: the experiment's ``train`` recipe, a budget, a sampling rule, how
+    smaller kernels are made and whether hidden channels are re-ordered."""
 
     train: TrainConfig
     sampling: str = "uniform"
     minutes: float | None = None
+    kernel: str = "crop"
+    reorder: bool = False
 
     def __post_init__(self) -> None:
         try:
-            check_text("sampling", self.sampling, SAMPLINGS, what="sampling")
+            check_text("sampling", self.sampling, SUPERNET_SAMPLINGS, what="sampling")
+            check_text("kernel", self.kernel, SUPERNET_KERNELS, what="kernel rule")
+            check_flag("reorder", self.reorder)
             check_number("minutes", self.minutes, minimum=0, exclusive=True, maximum=10**7)
             check_seed("seed", self.train.seed)
         except SettingError as exc:
             raise NasError(f"supernet {exc.field}: {exc.problem}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"train": dataclasses.asdict(self.train), "sampling": self.sampling, "minutes": self.minutes}
+        return {"train": dataclasses.asdict(self.train), "sampling": self.sampling, "minutes": self.minutes,
+                "kernel": self.kernel, "reorder": self.reorder}
 
 
 def settings_for(experiment, epochs: float | None = None, minutes: float | None = None,
-                 sampling: str = "uniform") -> SupernetSettings:
+                 sampling: str = "uniform", kernel: str = "crop", reorder: bool = False) -> SupernetSettings:
     """The experiment's full-training recipe with the supernet's budget (default: its epochs)."""
     recipe = experiment.train_config
     budget = {"epochs": None, "steps": TIME_STEPS} if minutes is not None else {"epochs": epochs or recipe.epochs}
     train = dataclasses.replace(recipe, **budget, evaluate_test=False, precision="fp32")
-    return SupernetSettings(train=train, sampling=sampling, minutes=minutes)
+    return SupernetSettings(train=train, sampling=sampling, minutes=minutes, kernel=kernel, reorder=reorder)
 
 
 @dataclass
@@ -123,12 +134,20 @@ def read_supernet(path: str | Path, space: SearchSpace) -> dict[str, Any]:
     return payload
 
 
+def _saved_settings(payload: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The settings a checkpoint was trained with (a JSON object, read as hostile text)."""
+    settings = parse_json(payload["settings_json"], NasError, f"supernet checkpoint {path}: settings")
+    if not isinstance(settings, dict):
+        raise NasError(f"supernet checkpoint {path}: its settings are not a JSON object")
+    return settings
+
+
 def load_supernet(path: str | Path, space: SearchSpace) -> Supernet:
     """The supernet saved at ``path`` (a checkpoint or its folder), in eval mode."""
     from nas.train import check_state_dict
 
     payload = read_supernet(path, space)
-    net = Supernet(space)
+    net = Supernet(space, kernel_transform=_saved_settings(payload, path).get("kernel") == "transform")
     check_state_dict(net, payload["state_dict"], f"supernet checkpoint {path}")
     net.load_state_dict(payload["state_dict"])
     return net.eval()
@@ -226,6 +245,8 @@ class _SupernetLoop:
         return first
 
     def epoch_end(self, loss: float, optimizer: torch.optim.Optimizer, bar) -> None:
+        if self.settings.reorder:
+            reorder_channels(self.net, optimizer)
         self.net.set_active(self.ends[0])
         val = evaluate(self.net, self.splits.val, self.config.eval_batch_size, self.config.channels_last,
                        fold_bn=False)
@@ -283,12 +304,12 @@ def train_supernet(space: SearchSpace, splits: DataSplits, settings: SupernetSet
     if len(splits.val) == 0:
         raise NasError("the val split is empty (the supernet's largest member is evaluated on it)")
     torch.manual_seed(settings.train.seed)
-    net = Supernet(space)
+    net = Supernet(space, kernel_transform=settings.kernel == "transform")
     loop = _SupernetLoop(net, splits, settings, path, progress)
     optimizer = make_optimizer(net, settings.train)
     if path.exists():
         payload = read_supernet(path, space)
-        if json.loads(payload["settings_json"]) != json.loads(json.dumps(settings.to_dict())):
+        if _saved_settings(payload, path) != json.loads(json.dumps(settings.to_dict())):
             raise NasError(f"{path} was trained with other settings (budget, sampling or recipe); use another --out "
                            "or delete it to start over")
         loop.restore(payload, optimizer)
