@@ -277,7 +277,8 @@ def write_report(exp: Experiment, out: Path, stages: dict[str, dict], rows: list
         f"preset {exp.reward.preset}",
         f"- search: {search['n_trials']} trials, strategy {exp.search.strategy}; study `{search.get('study')}`",
         f"- NetAdapt: start {na['start_ms']:.3f} ms (predicted) -> {na['final_predicted_ms']:.3f} ms predicted, "
-        f"{na['final_measured_ms'] or float('nan'):.3f} ms measured, {na['iterations']} iteration{'s' * (na['iterations'] != 1)}",
+        f"{na['final_measured_ms'] or float('nan'):.3f} ms measured, {na['iterations']} "
+        f"iteration{'s' * (na['iterations'] != 1)}",
         f"- full training: {exp.train.epochs:g} epochs, {exp.train.optimizer}, batch {exp.train.batch_size} "
         f"(the same recipe for every network below)",
         *([f"- minutes per stage (the run that finished it): {', '.join(timed)}"] if timed else []), "",

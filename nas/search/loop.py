@@ -58,6 +58,7 @@ def trial_line(record: TrialRecord, finished: int, n_trials: int, best: TrialRec
     return (f"{'  '.join(parts)}  | {finished}/{n_trials} finished, best reward {best_text}, "
             f"{format_duration(elapsed)} elapsed")
 
+
 class SearchLoop:
     """One search session over an open study (kept small so a worker process can reuse it)."""
 
