@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from nas.data import Augment, DataSplits, ImageDataset, Normalizer, load_data, train_batches
 from nas.train import TrainConfig, train
-from nas.train.cpu import AUTO_BF16_MIN_STEPS, cpu_summary, resolve_precision
+from nas.train.cpu import LONG_TRAINING_STEPS, cpu_summary, resolve_precision
 
 
 def synthetic(n: int = 8192) -> DataSplits:
@@ -183,7 +183,7 @@ def main() -> None:
     splits = synthetic() if args.synthetic else load_data("fashion-mnist")
     small = DataSplits(splits.train, splits.val.select(torch.arange(256)), splits.test)
     print(f"CPU: {cpu_summary()}")
-    print(f"precision auto on this CPU, long trainings: {resolve_precision('auto', AUTO_BF16_MIN_STEPS)}")
+    print(f"precision auto on this CPU, long trainings: {resolve_precision('auto', LONG_TRAINING_STEPS)}")
     net = build(args.network, splits)
     print(f"network: {args.network} ({sum(p.numel() for p in net.parameters()) / 1e6:.2f} M params), "
           f"batch {args.batch_size}, {args.steps} steps x {args.rounds} interleaved rounds, medians")

@@ -14,8 +14,9 @@ from nas.models import build_model
 from nas.train import TrainConfig, train
 from nas.train.trainer import fold_batchnorm
 from nas.train import compiled as compiled_mod
-from nas.train.compiled import (AUTO_MIN_STEPS, DepthwiseConv, depthwise_weight_grad, is_depthwise,
+from nas.train.compiled import (DepthwiseConv, depthwise_weight_grad, is_depthwise,
                                 patched_depthwise, resolve_compile)
+from nas.train.cpu import LONG_TRAINING_STEPS
 from tests.test_trainer import toy_splits, tiny_spec
 
 
@@ -79,11 +80,11 @@ def test_only_true_depthwise_layers_are_patched():
 def test_compile_settings(monkeypatch):
     assert resolve_compile("off", 10**6) is False
     assert resolve_compile("on", 1) is True
-    assert resolve_compile("auto", AUTO_MIN_STEPS - 1) is False
+    assert resolve_compile("auto", LONG_TRAINING_STEPS - 1) is False
     monkeypatch.setattr(compiled_mod, "compiler_available", lambda: False)
-    assert resolve_compile("auto", AUTO_MIN_STEPS) is False
+    assert resolve_compile("auto", LONG_TRAINING_STEPS) is False
     monkeypatch.setattr(compiled_mod, "compiler_available", lambda: True)
-    assert resolve_compile("auto", AUTO_MIN_STEPS) is True
+    assert resolve_compile("auto", LONG_TRAINING_STEPS) is True
     with pytest.raises(NasError, match="compile"):
         TrainConfig(steps=5, compile="yes")
     with pytest.raises(NasError, match="compile"):

@@ -16,7 +16,7 @@ import torch
 
 from nas.errors import NasError
 from nas.train import TrainConfig, evaluate, train
-from nas.train.cpu import AUTO_BF16_MIN_STEPS, has_bf16, resolve_precision
+from nas.train.cpu import LONG_TRAINING_STEPS, has_bf16, resolve_precision
 from nas.train.resume import STATE_FILE, load_state
 from tests.conftest import ROOT
 from tests.test_trainer import fast_config, tiny_model, tiny_spec, toy_splits
@@ -94,9 +94,9 @@ def test_precision_config():
         TrainConfig(steps=1, precision="fp16")
     assert resolve_precision("bf16", 1) == "bf16" and resolve_precision("fp32", 10**6) == "fp32"
     bf16_cpu = frozenset({"avx512_bf16"})
-    assert resolve_precision("auto", AUTO_BF16_MIN_STEPS, frozenset()) == "fp32"  # never bf16 without bf16
-    assert resolve_precision("auto", AUTO_BF16_MIN_STEPS, bf16_cpu) == "bf16"  # long trainings on a bf16 CPU
-    assert resolve_precision("auto", AUTO_BF16_MIN_STEPS - 1, bf16_cpu) == "fp32"  # short ones stay fp32
+    assert resolve_precision("auto", LONG_TRAINING_STEPS, frozenset()) == "fp32"  # never bf16 without bf16
+    assert resolve_precision("auto", LONG_TRAINING_STEPS, bf16_cpu) == "bf16"  # long trainings on a bf16 CPU
+    assert resolve_precision("auto", LONG_TRAINING_STEPS - 1, bf16_cpu) == "fp32"  # short ones stay fp32
     assert has_bf16(frozenset({"amx_bf16"})) and has_bf16(frozenset({"avx512_bf16"})) and not has_bf16(frozenset())
 
 

@@ -108,9 +108,8 @@ class SuperBlock(nn.Module):
         act = _ACTIVATIONS[spec.act]
         exp = spec.exp_channels
         y = act(_conv(self.expand, x, exp)) if spec.has_expand else x
-        dw = self.depthwise
         y = F.conv2d(y, self.depthwise_weight(exp, spec.kernel), None, spec.stride, (spec.kernel - 1) // 2, 1, exp)
-        y = act(_batch_norm(dw.bn, y, exp))
+        y = act(_batch_norm(self.depthwise.bn, y, exp))
         if spec.se:
             y = y * self._gate(y, exp, spec.se_channels)
         y = _conv(self.project, y, spec.out_channels)

@@ -10,7 +10,7 @@ depthwise layers use it only inside a compiled model (:func:`compiled_model`).
 
 ``torch.compile`` costs tens of seconds on the first step (a C++ compiler builds the kernels; the
 compiled graphs are cached on disk for later runs of the same shapes), so ``compile: auto`` uses it
-only for trainings of at least :data:`AUTO_MIN_STEPS` steps, and only where a C++ compiler is found.
+only for trainings of at least :data:`nas.train.cpu.LONG_TRAINING_STEPS` steps, and only where a C++ compiler is found.
 Any failure to compile falls back to the eager model with one line on stderr.
 """
 
@@ -28,11 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# ``auto`` compiles trainings of at least this many steps. Measured (Intel Xeon model 167, 2 threads,
-# Fashion-MNIST baseline, batch 128, benchmarks/train_throughput.py --compile): the first compiled step
-# costs ~52 s, each later one saves ~54 ms (704 against 542 img/s), so compiling pays off after about
-# 1,000 steps; twice that leaves room for smaller networks, which save less per step.
-AUTO_MIN_STEPS = 2000
+from nas.train.cpu import LONG_TRAINING_STEPS
+
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,7 +45,7 @@ def resolve_compile(setting: str, total_steps: int) -> bool:
         return False
     if setting == "on":
         return True
-    return total_steps >= AUTO_MIN_STEPS and compiler_available()
+    return total_steps >= LONG_TRAINING_STEPS and compiler_available()
 
 
 def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: int, stride: int,

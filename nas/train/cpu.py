@@ -9,14 +9,18 @@ from pathlib import Path
 import torch
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-# ``auto`` picks bf16 autocast on a CPU with AVX512-BF16 or AMX for trainings of at least
-# AUTO_BF16_MIN_STEPS steps: where it was measured faster than fp32 at the same accuracy. Intel Xeon
-# with AVX512-BF16 and AMX, torch 2.13, 2 threads: the trainer compiled ran 789 img/s in bf16 against
+# A long training: ``compile: auto`` compiles it (nas.train.compiled) and ``precision: auto`` runs it
+# in bf16 autocast on a CPU with AVX512-BF16 or AMX. Compiling, measured (Intel Xeon model 167, 2 threads,
+# Fashion-MNIST baseline, batch 128, benchmarks/train_throughput.py --compile): the first compiled step
+# costs ~52 s, each later one saves ~54 ms (704 against 542 img/s), so it pays off after about 1,000
+# steps; twice that leaves room for smaller networks, which save less per step. bf16 at this length was
+# measured faster than fp32 at the same accuracy (Intel Xeon with AVX512-BF16 and AMX, torch 2.13,
+# 2 threads): the trainer compiled ran 789 img/s in bf16 against
 # 704 in fp32 (benchmarks/train_throughput.py, side by side); the Fashion-MNIST baseline's 12 epochs
 # (SGD defaults, seed 0) reached test 92.25 % (val 92.28 %) in bf16 and 92.05 % (val 92.67 %) in fp32.
 # Short trainings (search proxies, NetAdapt's proposals) stay fp32: at one epoch bf16 was 0.66 pt
 # behind on one seed, and their accuracies rank candidates against ones trained before.
-AUTO_BF16_MIN_STEPS = 2000
+LONG_TRAINING_STEPS = 2000
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,10 +61,10 @@ def cpu_summary() -> str:
 
 def resolve_precision(precision: str, total_steps: int, flags: frozenset[str] | None = None) -> str:
     """``fp32`` or ``bf16``: ``auto`` is bf16 on a bf16 CPU for a training of at least
-    :data:`AUTO_BF16_MIN_STEPS` steps, fp32 otherwise."""
+    :data:`LONG_TRAINING_STEPS` steps, fp32 otherwise."""
     if precision != "auto":
         return precision
-    return "bf16" if total_steps >= AUTO_BF16_MIN_STEPS and has_bf16(flags) else "fp32"
+    return "bf16" if total_steps >= LONG_TRAINING_STEPS and has_bf16(flags) else "fp32"
 
 
 @functools.lru_cache(maxsize=None)
