@@ -14,8 +14,8 @@ from nas.models import build_model
 from nas.train import TrainConfig, train
 from nas.train.trainer import fold_batchnorm
 from nas.train import compiled as compiled_mod
-from nas.train.compiled import (DepthwiseConv, depthwise_weight_grad, is_depthwise,
-                                patched_depthwise, resolve_compile)
+from nas.train.compiled import DepthwiseConv, depthwise_weight_grad, resolve_compile
+from nas.train.layer_patches import is_depthwise, patched_layers
 from nas.train.cpu import LONG_TRAINING_STEPS
 from tests.test_trainer import toy_splits, tiny_spec
 
@@ -70,11 +70,36 @@ def test_only_true_depthwise_layers_are_patched():
     model.eval()
     with torch.inference_mode():
         want, want_folded = model(x), fold_batchnorm(model)(x)
-        with patched_depthwise(model, fp32=False, shifted=True):
+        with patched_layers(model, fp32=False, shifted=True):
             assert all("forward" in vars(m) for m in depthwise)
             torch.testing.assert_close(model(x), want)
             torch.testing.assert_close(fold_batchnorm(model)(x), want_folded)  # the folded copy has biases
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_squeeze_excite_as_matrix_products_matches_its_convolutions():
+    """The patched SE computes the layer's own function: same output, same parameter and input gradients."""
+    from nas.models.layers import SqueezeExcite
+
+    torch.manual_seed(0)
+    se = SqueezeExcite(24, 8).double()
+    x = torch.randn(5, 24, 3, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(x)
+
+    def run():
+        inputs = x.clone().requires_grad_()
+        out = se(inputs)
+        grads = torch.autograd.grad(out, (inputs, *se.parameters()), grad)
+        return out, grads
+
+    want_out, want_grads = run()
+    with patched_layers(se, fp32=False, shifted=False):
+        assert "forward" in vars(se)
+        out, grads = run()
+    assert "forward" not in vars(se)
+    torch.testing.assert_close(out, want_out)
+    for got, want in zip(grads, want_grads):
+        torch.testing.assert_close(got, want)
 
 
 def test_compile_settings(monkeypatch):

@@ -117,9 +117,12 @@ class SuperBlock(nn.Module):
 
     def _gate(self, y: torch.Tensor, exp: int, squeeze: int) -> torch.Tensor:
         se = self.se
-        scale = y.mean((2, 3), keepdim=True)
-        scale = F.relu(F.conv2d(scale, sliced(se.fc1.weight, (squeeze, exp, 1, 1)), se.fc1.bias[:squeeze]))
-        return F.hardsigmoid(F.conv2d(scale, sliced(se.fc2.weight, (exp, squeeze, 1, 1)), se.fc2.bias[:exp]))
+        # the 1x1 convolutions as matrix products on the pooled vector: same function, ~4x faster on
+        # CPU (nas.train.layer_patches)
+        scale = y.mean((2, 3))
+        scale = F.relu(F.linear(scale, sliced(se.fc1.weight, (squeeze, exp, 1, 1)).flatten(1), se.fc1.bias[:squeeze]))
+        gate = F.hardsigmoid(F.linear(scale, sliced(se.fc2.weight, (exp, squeeze, 1, 1)).flatten(1), se.fc2.bias[:exp]))
+        return gate[:, :, None, None]
 
     def hidden_channel_tensors(self) -> list[tuple[torch.Tensor, int]]:
         """(tensor, dimension) of every weight, bias and BatchNorm entry indexed by a hidden channel."""

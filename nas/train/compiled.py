@@ -6,7 +6,8 @@ Fashion-MNIST baseline's 5x5 depthwise layers it took 2-9 ms per layer at batch 
 model 167, 2 threads, torch.profiler). Written as a sum over the
 kernel's taps of (output gradient x shifted input), reduced over batch and space, inductor turns it
 into one vectorised loop (1.2 ms for that layer). Eagerly that sum is slower than oneDNN, so the
-depthwise layers use it only inside a compiled model (:func:`compiled_model`).
+depthwise layers use it only inside a compiled model (:func:`compiled_model`; the layers are patched
+by :mod:`nas.train.layer_patches`).
 
 ``torch.compile`` costs tens of seconds on the first step (a C++ compiler builds the kernels; the
 compiled graphs are cached on disk for later runs of the same shapes), so ``compile: auto`` uses it
@@ -16,13 +17,10 @@ Any failure to compile falls back to the eager model with one line on stderr.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import shutil
 import sys
-import types
-from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -85,44 +83,6 @@ class DepthwiseConv(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = depthwise_weight_grad(x, grad, weight.shape[-1], stride, padding)
         return grad_x, grad_w, None, None
-
-
-def is_depthwise(module: nn.Module) -> bool:
-    """A grouped Conv2d with one input channel per group, square kernel and stride, no bias."""
-    return (isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
-            and module.groups == module.out_channels and module.bias is None
-            and module.kernel_size[0] == module.kernel_size[1] and module.stride[0] == module.stride[1]
-            and isinstance(module.padding, tuple) and module.padding[0] == module.padding[1]
-            and module.dilation == (1, 1) and module.padding_mode == "zeros")
-
-
-def _depthwise_forward(fp32: bool, shifted: bool) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
-    def forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
-            x = x.float() if fp32 else x
-            if shifted and module.bias is None:  # a BatchNorm-folded copy for evaluation has a bias
-                return DepthwiseConv.apply(x, module.weight, module.stride[0], module.padding[0])
-            return type(module).forward(module, x)
-    return forward
-
-
-@contextlib.contextmanager
-def patched_depthwise(model: nn.Module, fp32: bool, shifted: bool) -> Iterator[None]:
-    """Within the block, the model's grouped convolutions run outside autocast in fp32 (``fp32``: their
-    bf16 backward is slow in oneDNN) and its depthwise ones through :class:`DepthwiseConv`
-    (``shifted``). Each module's own ``forward`` is restored after."""
-    patched = []
-    if fp32 or shifted:
-        for module in model.modules():
-            if isinstance(module, nn.Conv2d) and module.groups > 1:
-                forward = _depthwise_forward(fp32, shifted and is_depthwise(module))
-                module.forward = types.MethodType(forward, module)  # bound: copies call their own weights
-                patched.append(module)
-    try:
-        yield
-    finally:
-        for module in patched:
-            del module.forward
 
 
 # Each architecture trained in one process is another compilation of ``Network.forward``; past this

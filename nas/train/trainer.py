@@ -25,7 +25,8 @@ from nas.data import Augment, DataSplits, ImageDataset, eval_batches, train_batc
 from nas.errors import NasError
 from nas.config import TrainConfig
 from nas.threads import torch_threads
-from nas.train.compiled import compiled_model, patched_depthwise, resolve_compile, warn_eager
+from nas.train.compiled import compiled_model, resolve_compile, warn_eager
+from nas.train.layer_patches import patched_layers
 from nas.train.cpu import fused_supported, resolve_precision
 from nas.train.resume import TrainState, fingerprint, load_state, save_state
 
@@ -236,12 +237,13 @@ class _Loop:
         return self._result(stopped, start)
 
     def _forward(self, patches: contextlib.ExitStack) -> nn.Module:
-        """The module the steps call: the compiled model (depthwise layers with a weight gradient
-        inductor fuses) or, eager, the model itself; under bf16 the depthwise layers run in fp32."""
+        """The module the steps call: the compiled model or, eager, the model itself, with the layers
+        :func:`patched_layers` speeds up (squeeze-and-excitation as matrix products; under bf16 the
+        depthwise layers in fp32; compiled, a depthwise weight gradient inductor fuses)."""
         fp32 = self.precision == "bf16"
         compiled = compiled_model(self.model) if self.compiled else None
         self.compiled = compiled is not None
-        patches.enter_context(patched_depthwise(self.model, fp32=fp32, shifted=self.compiled))
+        patches.enter_context(patched_layers(self.model, fp32=fp32, shifted=self.compiled))
         return compiled if compiled is not None else self.model
 
     def _first_step(self, batch: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
