@@ -76,7 +76,7 @@ def main() -> int:
     p.add_argument("--epochs", type=float, default=3.0, help="the longer stand-alone training (default: 3)")
     p.add_argument("--bn-batches", type=int, help="default: the experiment's supernet.bn_batches")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled networks")
-    p.add_argument("--subset", type=int, help="train on this many images (smoke runs)")
+    p.add_argument("--subset", type=int, help="train everything on this many images (smoke runs)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
 
@@ -91,10 +91,11 @@ def main() -> int:
     from nas.threads import torch_threads
 
     experiment = load_experiment(args.experiment, check_files=False)
-    if args.subset:
-        experiment = experiment.replace(data={"subset": args.subset})
     d = experiment.data
-    splits = load_data(d.name, d.data_dir, d.val_fraction, d.seed, d.subset)
+    # the supernet and the longer trainings use the whole training split, as the full training does;
+    # the proxies the experiment's data.subset, as the search does (the val split is the same)
+    splits = load_data(d.name, d.data_dir, d.val_fraction, d.seed, args.subset)
+    proxy_splits = load_data(d.name, d.data_dir, d.val_fraction, d.seed, args.subset or d.subset)
     space = experiment.load_space()
     net, supernet_seconds = supernet_for(args, experiment, space, splits)
     specs = sample_networks(space, args.networks, args.seed)
@@ -109,7 +110,7 @@ def main() -> int:
             row = {"hash": spec.hash}
             for key, run in (("supernet", lambda: score_candidate(net, spec, splits, bn_batches, score.batch_size,
                                                                   score.seed)),
-                             ("proxy", lambda: train_alone(spec, splits, proxy)),
+                             ("proxy", lambda: train_alone(spec, proxy_splits, proxy)),
                              ("longer", lambda: train_alone(spec, splits, longer))):
                 t0 = time.perf_counter()
                 row[key] = run()
@@ -120,7 +121,8 @@ def main() -> int:
     sup = [r["supernet"] for r in rows]
     result = {
         "cpu": _cpu(), "threads": torch.get_num_threads() if proxy.threads is None else proxy.threads,
-        "networks": len(rows), "data": experiment.data.name, "subset": d.subset, "sampling": args.sampling,
+        "networks": len(rows), "data": experiment.data.name, "train_images": len(splits.train),
+        "proxy_train_images": len(proxy_splits.train), "sampling": args.sampling,
         "bn_batches": bn_batches, "proxy_recipe": dataclasses.asdict(proxy) | {"evaluate_test": False},
         "longer_epochs": args.epochs,
         "kendall_tau_vs_proxy": kendall_tau(sup, [r["proxy"] for r in rows]),
@@ -137,7 +139,9 @@ def main() -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"CPU: {result['cpu']}, {result['threads']} threads; {len(rows)} networks, data {d.name} "
-          f"(subset {d.subset}), supernet sampling {args.sampling}, BN recalibration on {bn_batches} batches")
+          f"({len(splits.train):,} training images for the supernet and the longer trainings, "
+          f"{len(proxy_splits.train):,} for the proxies), supernet sampling {args.sampling}, "
+          f"BN recalibration on {bn_batches} batches")
     print(f"{'':<26}{'Kendall tau':>12}{'Spearman rho':>14}")
     print(f"{'supernet vs proxy':<26}{result['kendall_tau_vs_proxy']:>12.3f}{result['spearman_rho_vs_proxy']:>14.3f}")
     print(f"{'supernet vs longer':<26}{result['kendall_tau_vs_longer']:>12.3f}"

@@ -78,10 +78,12 @@ def test_an_interrupted_training_resumes_to_the_same_weights(space, tmp_path, mo
         assert torch.equal(x, y), name
 
 
-def test_other_settings_on_the_same_folder_are_refused(space, tmp_path):
+def test_other_settings_or_data_on_the_same_folder_are_refused(space, tmp_path):
     train_supernet(space, toy_splits(), settings(1), tmp_path / "sn", progress=False)
     with pytest.raises(NasError, match="other settings"):
         train_supernet(space, toy_splits(), settings(1, "sandwich"), tmp_path / "sn", progress=False)
+    with pytest.raises(NasError, match="other data"):
+        train_supernet(space, toy_splits(n=320), settings(1), tmp_path / "sn", progress=False)
 
 
 def test_a_supernet_of_another_space_or_a_corrupt_one_is_one_line(space, tmp_path, capsys):
@@ -103,7 +105,7 @@ def test_a_supernet_of_another_space_or_a_corrupt_one_is_one_line(space, tmp_pat
 def test_kill_minus_9_then_rerun_continues_from_the_last_checkpoint(tmp_path):
     out = tmp_path / "sn"
     cmd = [sys.executable, "-m", "nas", "supernet", "train", str(ROOT / "experiments" / "tiny_test.yaml"),
-           "--epochs", "6", "--out", str(out), "--no-progress", "--json"]
+           "--epochs", "6", "--subset", "256", "--out", str(out), "--no-progress", "--json"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

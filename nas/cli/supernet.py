@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser("supernet", help="one-shot search: train a weight-sharing supernet (resumable)")
     commands = group.add_subparsers(dest="supernet_command", required=True, metavar="COMMAND")
     p = commands.add_parser("train", help="train the supernet of an experiment's space",
-                            description="Train the supernet of the experiment's space with its train recipe and data; "
+                            description="Train the supernet of the experiment's space with its train recipe on its whole training "
+                                        "split (as the full training); "
                                         "DIR/supernet.pt is saved each epoch and a rerun of the same command resumes.")
     p.add_argument("experiment", help="experiment YAML file (see experiments/)")
     budget = p.add_mutually_exclusive_group()
@@ -27,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "kernel maps")
     p.add_argument("--reorder", action="store_true",
                    help="sort each block's hidden channels by importance at every epoch's end (OFA)")
+    p.add_argument("--subset", type=A.images,
+                   help="train on this many images only (seeded; default: the whole training split, as the full "
+                        "training does: the experiment's data.subset is the search proxies')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-epoch lines on stderr")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train)
@@ -42,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = settings_for(experiment, epochs=args.epochs, minutes=args.minutes, sampling=args.sampling,
                             kernel=args.kernel, reorder=args.reorder)
     d = experiment.data
-    splits = load_data(d.name, d.data_dir, d.val_fraction, d.seed, d.subset)
+    splits = load_data(d.name, d.data_dir, d.val_fraction, d.seed, args.subset)
     result = train_supernet(experiment.load_space(), splits, settings, args.out, progress=not args.no_progress)
     summary = {key: value for key, value in result.to_json().items() if key != "history"}
     if args.json:

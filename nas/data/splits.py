@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,13 @@ class DataSplits:
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+    def identity(self) -> list[int]:
+        """What tells two loadings apart for resuming a training on them: the train and val sizes and
+        checksums of the training labels and first images."""
+        train = self.train
+        return [len(train), len(self.val), zlib.crc32(train.labels.numpy().tobytes()),
+                zlib.crc32(train.images[:64].numpy().tobytes())]
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:

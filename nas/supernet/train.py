@@ -265,7 +265,8 @@ class _SupernetLoop:
     def state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         return {"step": self.step, "total": self.total, "seconds": self.seconds, "optimizer": optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(), "data_rng": self.generator.get_state(),
-                "arch_rng_json": json.dumps(self.rng.getstate()), "history_json": json.dumps(self.history)}
+                "arch_rng_json": json.dumps(self.rng.getstate()), "history_json": json.dumps(self.history),
+                "data_identity": self.splits.identity()}
 
     def restore(self, payload: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
         try:
@@ -312,6 +313,9 @@ def train_supernet(space: SearchSpace, splits: DataSplits, settings: SupernetSet
         if _saved_settings(payload, path) != json.loads(json.dumps(settings.to_dict())):
             raise NasError(f"{path} was trained with other settings (budget, sampling or recipe); use another --out "
                            "or delete it to start over")
+        if payload.get("data_identity") != splits.identity():
+            raise NasError(f"{path} was trained on other data (another dataset, split or --subset); use another "
+                           "--out or delete it to start over")
         loop.restore(payload, optimizer)
         if progress and not loop.done():
             print(f"resuming from {path} at step {loop.step:,}", file=sys.stderr, flush=True)
