@@ -89,6 +89,7 @@ def main() -> int:
     from nas.supernet.ranking import kendall_tau, spearman_rho
     from nas.supernet.score import score_candidate
     from nas.threads import torch_threads
+    from nas.train.cpu import resolve_scoring_precision
 
     experiment = load_experiment(args.experiment, check_files=False)
     d = experiment.data
@@ -109,7 +110,7 @@ def main() -> int:
         for i, spec in enumerate(specs):
             row = {"hash": spec.hash}
             for key, run in (("supernet", lambda: score_candidate(net, spec, splits, bn_batches, score.batch_size,
-                                                                  score.seed)),
+                                                                  score.seed, precision=score.precision)),
                              ("proxy", lambda: train_alone(spec, proxy_splits, proxy)),
                              ("longer", lambda: train_alone(spec, splits, longer))):
                 t0 = time.perf_counter()
@@ -123,7 +124,7 @@ def main() -> int:
         "cpu": _cpu(), "threads": torch.get_num_threads() if proxy.threads is None else proxy.threads,
         "networks": len(rows), "data": experiment.data.name, "train_images": len(splits.train),
         "proxy_train_images": len(proxy_splits.train), "sampling": args.sampling,
-        "bn_batches": bn_batches, "proxy_recipe": dataclasses.asdict(proxy) | {"evaluate_test": False},
+        "bn_batches": bn_batches, "score_precision": resolve_scoring_precision(score.precision), "proxy_recipe": dataclasses.asdict(proxy) | {"evaluate_test": False},
         "longer_epochs": args.epochs,
         "kendall_tau_vs_proxy": kendall_tau(sup, [r["proxy"] for r in rows]),
         "spearman_rho_vs_proxy": spearman_rho(sup, [r["proxy"] for r in rows]),
@@ -141,7 +142,7 @@ def main() -> int:
     print(f"CPU: {result['cpu']}, {result['threads']} threads; {len(rows)} networks, data {d.name} "
           f"({len(splits.train):,} training images for the supernet and the longer trainings, "
           f"{len(proxy_splits.train):,} for the proxies), supernet sampling {args.sampling}, "
-          f"BN recalibration on {bn_batches} batches")
+          f"BN recalibration on {bn_batches} batches, scoring in {result['score_precision']}")
     print(f"{'':<26}{'Kendall tau':>12}{'Spearman rho':>14}")
     print(f"{'supernet vs proxy':<26}{result['kendall_tau_vs_proxy']:>12.3f}{result['spearman_rho_vs_proxy']:>14.3f}")
     print(f"{'supernet vs longer':<26}{result['kendall_tau_vs_longer']:>12.3f}"

@@ -312,15 +312,18 @@ def check_evaluator(field: str, value: Any) -> None:
 @dataclass(frozen=True)
 class SupernetScoreConfig:
     """Scoring candidates with a trained supernet: ``path`` is the folder of ``supernet.pt``; BatchNorm is
-    recalibrated on ``bn_batches`` training batches of ``batch_size`` (seeded by ``seed``)."""
+    recalibrated on ``bn_batches`` training batches of ``batch_size`` (seeded by ``seed``); ``precision``
+    of the recalibration and validation (``auto``: see nas.train.cpu.resolve_scoring_precision)."""
 
     path: str | None = None
     bn_batches: int = 8
     batch_size: int = 256
     seed: int = 0
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         check_text("path", self.path, optional=True)
         check_number("bn_batches", self.bn_batches, integer=True, minimum=1, maximum=10**4, optional=False)
         check_number("batch_size", self.batch_size, integer=True, minimum=1, maximum=MAX_BATCH, optional=False)
         check_seed("seed", self.seed)
+        check_text("precision", self.precision, PRECISIONS, what="precision")

@@ -249,13 +249,14 @@ class SupernetSection:
     bn_batches: int = 8
     batch_size: int = 256
     seed: int = 0
+    precision: str = "auto"
 
     def validate(self) -> None:
         self.config()
 
     def config(self) -> SupernetScoreConfig:
         return SupernetScoreConfig(path=self.path, bn_batches=self.bn_batches, batch_size=self.batch_size,
-                                   seed=self.seed)
+                                   seed=self.seed, precision=self.precision)
 
 
 # The sections an experiment file may have: name -> dataclass (its fields are the allowed keys).

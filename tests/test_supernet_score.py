@@ -11,6 +11,7 @@ from nas.spec import ArchSpec, load_space
 from nas.supernet.model import Supernet, extract
 from nas.supernet.score import recalibrate_batchnorm, score_candidate
 from nas.supernet.train import SupernetSettings, load_supernet, train_supernet
+from nas.threads import torch_threads
 from nas.train import TrainConfig
 from tests.conftest import assert_one_line_error, run_main
 from tests.supernet_helpers import write_super_space
@@ -78,7 +79,10 @@ def test_a_supernet_search_completes_with_the_supernets_accuracies(supernet_expe
     net = load_supernet(exp.supernet.path, exp.load_space())
     for trial in trials:
         spec = ArchSpec.from_string(trial.user_attrs["spec"])
-        assert trial.user_attrs["val_acc"] == score_candidate(net, spec, splits, bn_batches=2, batch_size=64)
+        with torch_threads(exp.proxy_config.threads):  # as the search scored it (bf16 sums depend on threads)
+            want = score_candidate(net, spec, splits, bn_batches=2, batch_size=64,
+                                   precision=exp.supernet_config.precision)
+        assert trial.user_attrs["val_acc"] == want
         assert trial.user_attrs["steps"] == 0
 
 

@@ -16,7 +16,8 @@ import torch
 
 from nas.errors import NasError
 from nas.train import TrainConfig, evaluate, train
-from nas.train.cpu import LONG_TRAINING_STEPS, has_bf16, resolve_precision
+from nas.experiment import SupernetSection
+from nas.train.cpu import LONG_TRAINING_STEPS, has_bf16, resolve_precision, resolve_scoring_precision
 from nas.train.resume import STATE_FILE, load_state
 from tests.conftest import ROOT
 from tests.test_trainer import fast_config, tiny_model, tiny_spec, toy_splits
@@ -98,6 +99,12 @@ def test_precision_config():
     assert resolve_precision("auto", LONG_TRAINING_STEPS, bf16_cpu) == "bf16"  # long trainings on a bf16 CPU
     assert resolve_precision("auto", LONG_TRAINING_STEPS - 1, bf16_cpu) == "fp32"  # short ones stay fp32
     assert has_bf16(frozenset({"amx_bf16"})) and has_bf16(frozenset({"avx512_bf16"})) and not has_bf16(frozenset())
+    # scoring with a supernet: bf16 wherever the CPU has it
+    assert resolve_scoring_precision("auto", bf16_cpu) == "bf16"
+    assert resolve_scoring_precision("auto", frozenset()) == "fp32"
+    assert resolve_scoring_precision("fp32", bf16_cpu) == "fp32"
+    with pytest.raises(NasError, match="precision"):
+        SupernetSection(precision="fp16").validate()
 
 
 def test_bf16_training_learns_and_leaves_the_model_as_it_was():

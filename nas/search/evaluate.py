@@ -115,7 +115,8 @@ class SupernetEvaluator(ProxyEvaluator):
         check_spec_matches(spec, self.splits.train, self.experiment.data.name)
         c = self.score_config
         with torch_threads(self.config.threads):
-            acc = score_candidate(self.supernet, spec, self.splits, c.bn_batches, c.batch_size, c.seed)
+            acc = score_candidate(self.supernet, spec, self.splits, c.bn_batches, c.batch_size, c.seed,
+                                  precision=c.precision)
         return Evaluation(val_acc=float(acc), latency_ms=float(latency), latency_predicted_ms=predicted,
                           latency_measured_ms=measured, seconds=time.perf_counter() - start, steps=0,
                           extra={"evaluator": "supernet"})

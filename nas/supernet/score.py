@@ -17,6 +17,7 @@ from nas.data import Augment, DataSplits, train_batches
 from nas.spec import ArchSpec
 from nas.supernet.model import Supernet, extract
 from nas.train import evaluate
+from nas.train.cpu import autocast, resolve_scoring_precision
 
 
 @torch.no_grad()
@@ -46,8 +47,10 @@ def recalibrate_batchnorm(model: nn.Module, splits: DataSplits, batches: int, ba
 
 
 def score_candidate(supernet: Supernet, spec: ArchSpec, splits: DataSplits, bn_batches: int = 8,
-                    batch_size: int = 256, seed: int = 0, channels_last: bool = True) -> float:
-    """Val accuracy of ``spec`` with the supernet's weights after BatchNorm recalibration."""
+                    batch_size: int = 256, seed: int = 0, channels_last: bool = True, precision: str = "fp32") -> float:
+    """Val accuracy of ``spec`` with the supernet's weights after BatchNorm recalibration, both in
+    ``precision`` (``auto``: :func:`nas.train.cpu.resolve_scoring_precision`)."""
     model = extract(supernet, spec)
-    recalibrate_batchnorm(model, splits, bn_batches, batch_size, seed, channels_last)
-    return evaluate(model, splits.val, channels_last=channels_last)
+    with autocast(resolve_scoring_precision(precision)):
+        recalibrate_batchnorm(model, splits, bn_batches, batch_size, seed, channels_last)
+        return evaluate(model, splits.val, channels_last=channels_last, fold_bn=True)

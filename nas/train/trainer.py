@@ -26,7 +26,7 @@ from nas.config import TrainConfig
 from nas.threads import torch_threads
 from nas.train.compiled import compiled_model, resolve_compile, warn_eager
 from nas.train.layer_patches import patched_layers
-from nas.train.cpu import fused_supported, resolve_precision
+from nas.train.cpu import autocast, fused_supported, resolve_precision
 from nas.train.resume import TrainState, fingerprint, load_state, save_state
 
 ReportFn = Callable[[int, float, float], bool]
@@ -135,10 +135,6 @@ def _check_data(splits: DataSplits) -> None:
         raise NasError("the train and val splits must both be non-empty")
     if splits.train.labels.numel() and int(splits.train.labels.max()) >= len(splits.train.classes):
         raise NasError("training labels exceed the number of classes")
-
-
-def _autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def format_duration(seconds: float) -> str:
@@ -278,7 +274,7 @@ class _Loop:
         lr = lr_at(self.step, self.base_lr, self.warmup, self.total)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with _autocast(self.precision):
+        with autocast(self.precision):
             loss = criterion(self.forward(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
