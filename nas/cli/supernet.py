@@ -13,8 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     commands = group.add_subparsers(dest="supernet_command", required=True, metavar="COMMAND")
     p = commands.add_parser("train", help="train the supernet of an experiment's space",
                             description="Train the supernet of the experiment's space with its train recipe on "
-                                        "its whole training split (as the full training); DIR/supernet.pt is saved each epoch "
-                                        "and a rerun of the same command resumes.")
+                                        "its whole training split (as the full training); DIR/supernet.pt is saved "
+                                        "each epoch and a rerun of the same command resumes.")
     p.add_argument("experiment", help="experiment YAML file (see experiments/)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=A.epochs, help="budget in epochs (default: the experiment's train.epochs)")
