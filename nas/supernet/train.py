@@ -254,7 +254,8 @@ class _SupernetLoop:
         self.history.append({"step": self.step, "epoch": epoch, "train_loss": loss, "val_acc_largest": val,
                              "seconds": self.seconds})
         if self.progress:
-            total = self.total if self.budget_seconds is None else max(self.step, 1)
+            total = self.total if self.budget_seconds is None else max(  # a time budget: the steps it will hold
+                self.step, 1, round(self.step * self.budget_seconds / max(self.seconds, 1e-9)))
             remaining = (self.seconds / max(self.step, 1) * (self.total - self.step) if self.budget_seconds is None
                          else self.budget_seconds - self.seconds)
             line = epoch_line(epoch, total / self.per_epoch, self.step, total, loss, val, self.step *
