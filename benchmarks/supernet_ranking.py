@@ -96,7 +96,9 @@ def main() -> int:
     # the supernet and the longer trainings use the whole training split, as the full training does;
     # the proxies the experiment's data.subset, as the search does (the val split is the same)
     splits = load_data(d.name, d.data_dir, d.val_fraction, d.seed, args.subset)
-    proxy_splits = load_data(d.name, d.data_dir, d.val_fraction, d.seed, args.subset or d.subset)
+    proxy_subset = args.subset or d.subset
+    proxy_splits = splits if proxy_subset == args.subset else load_data(d.name, d.data_dir, d.val_fraction, d.seed,
+                                                                          proxy_subset)
     space = experiment.load_space()
     net, supernet_seconds = supernet_for(args, experiment, space, splits)
     specs = sample_networks(space, args.networks, args.seed)

@@ -20,9 +20,8 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from nas.models.layers import SqueezeExcite
+from nas.models.layers import SqueezeExcite, squeeze_excite_gate
 from nas.train.compiled import DepthwiseConv
 
 
@@ -47,10 +46,7 @@ def _depthwise_forward(fp32: bool, shifted: bool) -> Callable[[nn.Module, torch.
 
 def _squeeze_excite_forward(module: SqueezeExcite, x: torch.Tensor) -> torch.Tensor:
     """:meth:`SqueezeExcite.forward` with its 1x1 convolutions as matrix products on the pooled vector."""
-    scale = x.mean((2, 3))
-    hidden = module.relu(F.linear(scale, module.fc1.weight.flatten(1), module.fc1.bias))
-    gate = module.gate(F.linear(hidden, module.fc2.weight.flatten(1), module.fc2.bias))
-    return x * gate[:, :, None, None]
+    return x * squeeze_excite_gate(x, module.fc1.weight, module.fc1.bias, module.fc2.weight, module.fc2.bias)
 
 
 def _patchable_se(module: nn.Module) -> bool:
