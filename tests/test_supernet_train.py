@@ -15,6 +15,7 @@ import torch
 from nas.errors import NasError
 from nas.spec import load_space
 from nas.supernet.model import largest_spec, smallest_spec
+from nas.supernet.score import score_candidate
 from nas.supernet.train import (SupernetSettings, _SupernetLoop, load_supernet, members_for_step, read_supernet,
                                 train_supernet)
 from nas.train import TrainConfig
@@ -53,6 +54,10 @@ def test_training_learns_and_saves_a_loadable_supernet(space, tmp_path, sampling
     assert torch.isfinite(before).all()
     payload = read_supernet(tmp_path / "sn" / "supernet.pt", space)
     assert payload["step"] == result.steps and payload["largest_spec_json"] == largest_spec(space).to_json()
+    # each epoch's figure is the largest member scored as a candidate, not with the mixed running statistics
+    config = settings().train
+    assert result.val_acc_largest == score_candidate(net, largest_spec(space), splits, batch_size=config.eval_batch_size,
+                                                     seed=config.seed, channels_last=config.channels_last)
 
 
 @pytest.mark.parametrize("kernel, reorder", [("crop", False), ("transform", True)])

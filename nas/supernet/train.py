@@ -42,8 +42,9 @@ from nas.errors import NasError
 from nas.io import parse_json, write_atomic, write_text_atomic
 from nas.spec import ArchSpec, SearchSpace
 from nas.supernet.model import Supernet, largest_spec, reorder_channels, smallest_spec
+from nas.supernet.score import score_candidate
 from nas.threads import torch_threads
-from nas.train import TrainConfig, evaluate, lr_at
+from nas.train import TrainConfig, lr_at
 from nas.train.checkpoint import check_checkpoint_file, load_weights_only
 from nas.train.trainer import _progress as progress_bar
 from nas.train.trainer import epoch_line, make_optimizer
@@ -247,9 +248,9 @@ class _SupernetLoop:
     def epoch_end(self, loss: float, optimizer: torch.optim.Optimizer, bar) -> None:
         if self.settings.reorder:
             reorder_channels(self.net, optimizer)
-        self.net.set_active(self.ends[0])
-        val = evaluate(self.net, self.splits.val, self.config.eval_batch_size, self.config.channels_last,
-                       fold_bn=False)
+        # the shared running statistics mix every member's: the largest is scored as any candidate is
+        val = score_candidate(self.net, self.ends[0], self.splits, batch_size=self.config.eval_batch_size,
+                              seed=self.config.seed, channels_last=self.config.channels_last)
         epoch = self.step / self.per_epoch
         self.history.append({"step": self.step, "epoch": epoch, "train_loss": loss, "val_acc_largest": val,
                              "seconds": self.seconds})
