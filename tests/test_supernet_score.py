@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from nas.errors import NasError
 from nas.experiment import load_experiment
 from nas.spec import ArchSpec, load_space
 from nas.supernet.model import Supernet, extract
@@ -104,3 +105,22 @@ def test_a_supernet_studys_identity_names_its_supernet(tiny_test_experiment, tmp
     other = one.replace(supernet={"path": str(tmp_path / "b")})
     assert identity(one, space, "random")["supernet"]["path"] == str(tmp_path / "a")
     assert identity(one, space, "random") != identity(other, space, "random")
+
+
+def test_workers_that_would_score_in_another_precision_are_refused(tiny_test_experiment, tmp_path, monkeypatch):
+    """``precision: auto`` is stored as what it resolves to where the study is made: a worker on a CPU
+    that would resolve it otherwise gets one line naming both precisions, and one that sets the study's joins."""
+    from nas.search.study import identity, open_study
+    from nas.train import cpu
+
+    exp = load_experiment(tiny_test_experiment).replace(search={"evaluator": "supernet"},
+                                                        supernet={"path": str(tmp_path / "sn")})
+    space, storage = exp.load_space(), f"sqlite:///{tmp_path / 'study.db'}"
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert identity(exp, space, "random")["supernet"]["precision"] == "bf16"
+    open_study(exp, space, "random", storage, "s", 0.05)
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx512f"}))
+    with pytest.raises(NasError, match="this machine scores candidates in fp32, the study in bf16"):
+        open_study(exp, space, "random", storage, "s", 0.05)
+    open_study(exp.replace(supernet={"path": str(tmp_path / "sn"), "precision": "bf16"}), space, "random", storage,
+               "s", 0.05)

@@ -30,6 +30,7 @@ from nas.search.evaluate import make_evaluator
 from nas.search.loop import SearchLoop, baseline_latency
 from nas.search.storage import Heartbeat, heartbeats_on, kind, make_storage, redact, without_heartbeat
 from nas.spec import SearchSpace
+from nas.train.cpu import resolve_scoring_precision
 
 IDENTITY_ATTR = "nas_experiment"
 
@@ -40,14 +41,28 @@ def default_storage(out: Path) -> str:
 
 def identity(experiment: Experiment, space: SearchSpace, strategy: str) -> dict[str, Any]:
     """What a study must agree on to be resumed (or joined) by this experiment (a supernet search's
-    study also records its supernet section: its accuracies are not a proxy search's)."""
+    study also records its supernet section: its accuracies are not a proxy search's; with the
+    precision ``auto`` resolves to on this machine, so that workers on CPUs with and without bf16 do not
+    score one study's candidates in two precisions)."""
     out = {"space_hash": space.hash, "reward": asdict(experiment.reward),
            "objectives": experiment.search.objectives, "strategy": strategy,
            "proxy": asdict(experiment.proxy), "data": asdict(experiment.data),
            "latency_source": experiment.latency.source}
     if experiment.search.evaluator == "supernet":
-        out["supernet"] = asdict(experiment.supernet)
+        section = asdict(experiment.supernet)
+        out["supernet"] = section | {"precision": resolve_scoring_precision(section["precision"])}
     return out
+
+
+def _precision_hint(want: dict[str, Any], have: dict[str, Any]) -> str:
+    """Where only the supernet's scoring precision differs: which each side uses."""
+    mine, theirs = want.get("supernet"), have.get("supernet")
+    if not (isinstance(mine, dict) and isinstance(theirs, dict)) or mine == theirs:
+        return ""
+    if {**theirs, "precision": mine["precision"]} != mine:
+        return ""
+    return (f": this machine scores candidates in {mine['precision']}, the study in {theirs.get('precision')}; "
+            "set supernet.precision to the study's")
 
 
 def _pruner(name: str) -> optuna.pruners.BasePruner:
@@ -85,7 +100,7 @@ def open_study(experiment: Experiment, space: SearchSpace, strategy: str, storag
     elif have != want:
         diff = sorted(k for k in want if want[k] != have.get(k))
         raise NasError(f"study {study_name!r} in {redact(storage)} was made by another experiment (different "
-                       f"{', '.join(diff)}); use another out folder or --storage")
+                       f"{', '.join(diff)}{_precision_hint(want, have)}); use another out folder or --storage")
     if [d.name for d in study.directions] != [d.upper() for d in directions]:
         raise NasError(f"study {study_name!r} has directions {study.directions}, expected {directions}")
     if hasattr(sampler, "check"):
