@@ -10,11 +10,18 @@ against each, the cost of each path, the seconds per candidate scored and the pe
 ``--supernet DIR``: a supernet trained by ``nas supernet train`` is used as it is (its training
 seconds are read from DIR/supernet.json); when DIR holds none (or an unfinished one), it is trained
 (or continued) here with ``--supernet-epochs``/``--supernet-minutes`` and ``--sampling``.
+
+``--repeat``: each longer training runs a second time with the next seed, and the agreement of the two
+(Kendall tau) is printed: how well the ground truth ranks itself, the ceiling of any predictor's tau.
+``--rows FILE``: each network's figures are appended to this CSV as soon as they are known, and a
+rerun with the same file and settings skips the networks it holds (an interrupted run loses nothing;
+other settings need another file).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import random
 import resource
@@ -61,6 +68,25 @@ def train_alone(spec, splits, config) -> float:
     return float(train(model, splits, config, progress=False).val_acc)
 
 
+def read_rows(path: Path | None) -> dict[str, dict]:
+    """Rows (by network hash) of an earlier run's ``--rows`` CSV; none when there is no file."""
+    if path is None or not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        return {r["hash"]: {k: (v if k == "hash" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)}
+
+
+def append_row(path: Path | None, row: dict) -> None:
+    if path is None:
+        return
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
 def main() -> int:
     from nas.config import SUPERNET_KERNELS, SUPERNET_SAMPLINGS
 
@@ -76,6 +102,8 @@ def main() -> int:
     p.add_argument("--epochs", type=float, default=3.0, help="the longer stand-alone training (default: 3)")
     p.add_argument("--bn-batches", type=int, help="default: the experiment's supernet.bn_batches")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled networks")
+    p.add_argument("--repeat", action="store_true", help="train each longer recipe twice (seeds s, s+1)")
+    p.add_argument("--rows", type=Path, metavar="FILE", help="CSV of each network's figures, appended; a rerun resumes")
     p.add_argument("--subset", type=int, help="train everything on this many images (smoke runs)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -89,7 +117,7 @@ def main() -> int:
     from nas.supernet.ranking import kendall_tau, spearman_rho
     from nas.supernet.score import score_candidate
     from nas.threads import torch_threads
-    from nas.train.cpu import resolve_scoring_precision
+    from nas.train.cpu import cpu_model, resolve_scoring_precision
 
     experiment = load_experiment(args.experiment, check_files=False)
     d = experiment.data
@@ -106,24 +134,34 @@ def main() -> int:
     bn_batches = args.bn_batches or score.bn_batches
     proxy = experiment.proxy_config
     longer = dataclasses.replace(experiment.train_config, epochs=args.epochs, evaluate_test=False, eval_every=None)
+    again = dataclasses.replace(longer, seed=longer.seed + 1)
 
+    runs = {"supernet": lambda spec: score_candidate(net, spec, splits, bn_batches, score.batch_size, score.seed,
+                                                     precision=score.precision),
+            "proxy": lambda spec: train_alone(spec, proxy_splits, proxy),
+            "longer": lambda spec: train_alone(spec, splits, longer)}
+    if args.repeat:
+        runs["longer_again"] = lambda spec: train_alone(spec, splits, again)
+    done = read_rows(args.rows)
     rows, cost = [], {"supernet_train": supernet_seconds, "supernet_score": 0.0, "proxy": 0.0, "longer": 0.0}
     with torch_threads(proxy.threads):
         for i, spec in enumerate(specs):
-            row = {"hash": spec.hash}
-            for key, run in (("supernet", lambda: score_candidate(net, spec, splits, bn_batches, score.batch_size,
-                                                                  score.seed, precision=score.precision)),
-                             ("proxy", lambda: train_alone(spec, proxy_splits, proxy)),
-                             ("longer", lambda: train_alone(spec, splits, longer))):
-                t0 = time.perf_counter()
-                row[key] = run()
-                cost[{"supernet": "supernet_score"}.get(key, key)] += time.perf_counter() - t0
+            row = done.get(spec.hash, {})
+            if not all(f"{key}_s" in row for key in runs):  # not (all) in --rows: run it
+                row = {"hash": spec.hash}
+                for key, run in runs.items():
+                    t0 = time.perf_counter()
+                    row[key] = run(spec)
+                    row[f"{key}_s"] = time.perf_counter() - t0
+                append_row(args.rows, row)
+            for key in runs:
+                cost[{"supernet": "supernet_score", "longer_again": "longer"}.get(key, key)] += row[f"{key}_s"]
             rows.append(row)
-            print(f"[{i + 1}/{len(specs)}] {spec.hash} supernet {row['supernet']:.4f} proxy {row['proxy']:.4f} "
-                  f"longer {row['longer']:.4f}", file=sys.stderr, flush=True)
+            print(f"[{i + 1}/{len(specs)}] {spec.hash} " + " ".join(f"{key} {row[key]:.4f}" for key in runs),
+                  file=sys.stderr, flush=True)
     sup = [r["supernet"] for r in rows]
     result = {
-        "cpu": _cpu(), "threads": torch.get_num_threads() if proxy.threads is None else proxy.threads,
+        "cpu": cpu_model(), "threads": torch.get_num_threads() if proxy.threads is None else proxy.threads,
         "networks": len(rows), "data": experiment.data.name, "train_images": len(splits.train),
         "proxy_train_images": len(proxy_splits.train), "sampling": args.sampling,
         "bn_batches": bn_batches, "score_precision": resolve_scoring_precision(score.precision),
@@ -134,6 +172,8 @@ def main() -> int:
         "kendall_tau_vs_longer": kendall_tau(sup, [r["longer"] for r in rows]),
         "spearman_rho_vs_longer": spearman_rho(sup, [r["longer"] for r in rows]),
         "kendall_tau_proxy_vs_longer": kendall_tau([r["proxy"] for r in rows], [r["longer"] for r in rows]),
+        "kendall_tau_longer_vs_repeat": (kendall_tau([r["longer"] for r in rows], [r["longer_again"] for r in rows])
+                                         if args.repeat else None),
         "seconds": cost,
         "seconds_per_candidate_scored": cost["supernet_score"] / len(rows),
         "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -151,23 +191,14 @@ def main() -> int:
     print(f"{'supernet vs longer':<26}{result['kendall_tau_vs_longer']:>12.3f}"
           f"{result['spearman_rho_vs_longer']:>14.3f}")
     print(f"{'proxy vs longer':<26}{result['kendall_tau_proxy_vs_longer']:>12.3f}")
+    if args.repeat:
+        print(f"{'longer vs its repeat':<26}{result['kendall_tau_longer_vs_repeat']:>12.3f}  (seeds "
+              f"{longer.seed} and {again.seed}: the ground truth's own agreement)")
     print(f"cost (s): supernet training {cost['supernet_train']:.1f}, supernet scoring {cost['supernet_score']:.1f} "
           f"({result['seconds_per_candidate_scored']:.2f} s per candidate), proxy trainings {cost['proxy']:.1f}, "
-          f"{args.epochs:g}-epoch trainings {cost['longer']:.1f}")
+          f"{args.epochs:g}-epoch trainings {cost['longer']:.1f}" + (" (two seeds)" if args.repeat else ""))
     print(f"peak memory: {result['peak_memory_mib']:.0f} MiB")
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":
