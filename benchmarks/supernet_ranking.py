@@ -72,8 +72,12 @@ def read_rows(path: Path | None) -> dict[str, dict]:
     """Rows (by network hash) of an earlier run's ``--rows`` CSV; none when there is no file."""
     if path is None or not path.exists():
         return {}
-    with path.open(newline="") as f:
-        return {r["hash"]: {k: (v if k == "hash" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)}
+    try:
+        with path.open(newline="") as f:
+            return {r["hash"]: {k: (v if k == "hash" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)}
+    except (OSError, KeyError, TypeError, ValueError, csv.Error) as exc:
+        print(f"--rows {path}: not a CSV this benchmark wrote ({type(exc).__name__}); use another file", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def append_row(path: Path | None, row: dict) -> None:
