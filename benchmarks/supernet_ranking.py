@@ -13,15 +13,19 @@ seconds are read from DIR/supernet.json); when DIR holds none (or an unfinished 
 
 ``--repeat``: each longer training runs a second time with the next seed, and the agreement of the two
 (Kendall tau) is printed: how well the ground truth ranks itself, the ceiling of any predictor's tau.
-``--rows FILE``: each network's figures are appended to this CSV as soon as they are known, and a
-rerun with the same file and settings skips the networks it holds (an interrupted run loses nothing;
-other settings need another file).
+``--rows FILE``: the ground truth kept across runs. Each network's stand-alone accuracies (proxy,
+longer, its repeat) and their seconds are appended to this CSV as soon as they are known, under a key
+of the recipes and data that made them; a rerun reads the ones of the same key back and trains only
+what is missing (an interrupted run loses nothing; ``--repeat`` added later trains only the repeats).
+The supernet's scores are not kept: they take seconds, so every run scores the networks with the
+supernet it is given, and one ground truth serves any number of supernets.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import random
 import resource
@@ -68,27 +72,45 @@ def train_alone(spec, splits, config) -> float:
     return float(train(model, splits, config, progress=False).val_acc)
 
 
-def read_rows(path: Path | None) -> dict[str, dict]:
-    """Rows (by network hash) of an earlier run's ``--rows`` CSV; none when there is no file."""
+STANDALONE = ("proxy", "longer", "longer_again")  # the stand-alone trainings --rows keeps
+ROW_FIELDS = ["recipe", "hash"] + [f"{key}{suffix}" for key in STANDALONE for suffix in ("", "_s")]
+
+
+def recipe_key(*parts) -> str:
+    """A short digest of the recipes and data that make the stand-alone figures."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_rows(path: Path | None, recipe: str) -> dict[str, dict]:
+    """Stand-alone figures (by network hash) of earlier runs with this ``recipe`` in ``--rows``; the last
+    row of a network wins, empty fields are figures not measured."""
     if path is None or not path.exists():
         return {}
     try:
         with path.open(newline="") as f:
-            return {r["hash"]: {k: (v if k == "hash" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)}
-    except (OSError, KeyError, TypeError, ValueError, csv.Error) as exc:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != ROW_FIELDS:
+                raise ValueError("header")
+            rows = {}
+            for r in reader:
+                if r["recipe"] == recipe:
+                    rows[r["hash"]] = {k: float(v) for k, v in r.items() if k not in ("recipe", "hash") and v}
+            return rows
+    except (OSError, KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as exc:
         print(f"--rows {path}: not a CSV this benchmark wrote ({type(exc).__name__}); use another file", file=sys.stderr)
         raise SystemExit(2) from None
 
 
-def append_row(path: Path | None, row: dict) -> None:
+def append_row(path: Path | None, recipe: str, network: str, row: dict) -> None:
     if path is None:
         return
     new = not path.exists()
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
+        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS)
         if new:
             writer.writeheader()
-        writer.writerow(row)
+        writer.writerow({"recipe": recipe, "hash": network} | {k: row[k] for k in ROW_FIELDS[2:] if k in row})
 
 
 def main() -> int:
@@ -107,7 +129,7 @@ def main() -> int:
     p.add_argument("--bn-batches", type=int, help="default: the experiment's supernet.bn_batches")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled networks")
     p.add_argument("--repeat", action="store_true", help="train each longer recipe twice (seeds s, s+1)")
-    p.add_argument("--rows", type=Path, metavar="FILE", help="CSV of each network's figures, appended; a rerun resumes")
+    p.add_argument("--rows", type=Path, metavar="FILE", help="CSV of the stand-alone figures, kept across runs (a rerun trains only what is missing)")
     p.add_argument("--subset", type=int, help="train everything on this many images (smoke runs)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -146,18 +168,20 @@ def main() -> int:
             "longer": lambda spec: train_alone(spec, splits, longer)}
     if args.repeat:
         runs["longer_again"] = lambda spec: train_alone(spec, splits, again)
-    done = read_rows(args.rows)
+    recipe = recipe_key(dataclasses.asdict(d), args.subset, proxy_subset, dataclasses.asdict(proxy),
+                        dataclasses.asdict(longer))
+    done = read_rows(args.rows, recipe)
     rows, cost = [], {"supernet_train": supernet_seconds, "supernet_score": 0.0, "proxy": 0.0, "longer": 0.0}
     with torch_threads(proxy.threads):
         for i, spec in enumerate(specs):
-            row = done.get(spec.hash, {})
-            if not all(f"{key}_s" in row for key in runs):  # not (all) in --rows: run it
-                row = {"hash": spec.hash}
-                for key, run in runs.items():
-                    t0 = time.perf_counter()
-                    row[key] = run(spec)
-                    row[f"{key}_s"] = time.perf_counter() - t0
-                append_row(args.rows, row)
+            row = {"hash": spec.hash} | done.get(spec.hash, {})
+            missing = [key for key in runs if key == "supernet" or f"{key}_s" not in row]
+            for key in missing:
+                t0 = time.perf_counter()
+                row[key] = runs[key](spec)
+                row[f"{key}_s"] = time.perf_counter() - t0
+            if missing != ["supernet"]:
+                append_row(args.rows, recipe, spec.hash, row)
             for key in runs:
                 cost[{"supernet": "supernet_score", "longer_again": "longer"}.get(key, key)] += row[f"{key}_s"]
             rows.append(row)
