@@ -11,6 +11,8 @@ against each, the cost of each path, the seconds per candidate scored and the pe
 seconds are read from DIR/supernet.json); when DIR holds none (or an unfinished one), it is trained
 (or continued) here with ``--supernet-epochs``/``--supernet-minutes`` and ``--sampling``.
 
+Every network is scored twice, with BatchNorm recalibrated on the batches of two seeds, and the
+agreement of the two is printed: how much of the supernet's order is the scoring's own noise.
 ``--repeat``: each longer training runs a second time with the next seed, and the agreement of the two
 (Kendall tau) is printed: how well the ground truth ranks itself, the ceiling of any predictor's tau.
 ``--rows FILE``: the ground truth kept across runs. Each network's stand-alone accuracies (proxy,
@@ -162,8 +164,11 @@ def main() -> int:
     longer = dataclasses.replace(experiment.train_config, epochs=args.epochs, evaluate_test=False, eval_every=None)
     again = dataclasses.replace(longer, seed=longer.seed + 1)
 
-    runs = {"supernet": lambda spec: score_candidate(net, spec, splits, bn_batches, score.batch_size, score.seed,
-                                                     precision=score.precision),
+    def supernet_score(spec, seed):
+        return score_candidate(net, spec, splits, bn_batches, score.batch_size, seed, precision=score.precision)
+
+    runs = {"supernet": lambda spec: supernet_score(spec, score.seed),
+            "supernet_again": lambda spec: supernet_score(spec, score.seed + 1),
             "proxy": lambda spec: train_alone(spec, proxy_splits, proxy),
             "longer": lambda spec: train_alone(spec, splits, longer)}
     if args.repeat:
@@ -175,15 +180,16 @@ def main() -> int:
     with torch_threads(proxy.threads):
         for i, spec in enumerate(specs):
             row = {"hash": spec.hash} | done.get(spec.hash, {})
-            missing = [key for key in runs if key == "supernet" or f"{key}_s" not in row]
+            missing = [key for key in runs if key not in STANDALONE or f"{key}_s" not in row]
             for key in missing:
                 t0 = time.perf_counter()
                 row[key] = runs[key](spec)
                 row[f"{key}_s"] = time.perf_counter() - t0
-            if missing != ["supernet"]:
+            if set(missing) & set(STANDALONE):
                 append_row(args.rows, recipe, spec.hash, row)
             for key in runs:
-                cost[{"supernet": "supernet_score", "longer_again": "longer"}.get(key, key)] += row[f"{key}_s"]
+                if key != "supernet_again":  # the check of the scoring's noise is not part of the supernet's cost
+                    cost[{"supernet": "supernet_score", "longer_again": "longer"}.get(key, key)] += row[f"{key}_s"]
             rows.append(row)
             print(f"[{i + 1}/{len(specs)}] {spec.hash} " + " ".join(f"{key} {row[key]:.4f}" for key in runs),
                   file=sys.stderr, flush=True)
@@ -200,6 +206,7 @@ def main() -> int:
         "kendall_tau_vs_longer": kendall_tau(sup, [r["longer"] for r in rows]),
         "spearman_rho_vs_longer": spearman_rho(sup, [r["longer"] for r in rows]),
         "kendall_tau_proxy_vs_longer": kendall_tau([r["proxy"] for r in rows], [r["longer"] for r in rows]),
+        "kendall_tau_supernet_vs_rescored": kendall_tau(sup, [r["supernet_again"] for r in rows]),
         "kendall_tau_longer_vs_repeat": (kendall_tau([r["longer"] for r in rows], [r["longer_again"] for r in rows])
                                          if args.repeat else None),
         "seconds": cost,
@@ -219,6 +226,8 @@ def main() -> int:
     print(f"{'supernet vs longer':<26}{result['kendall_tau_vs_longer']:>12.3f}"
           f"{result['spearman_rho_vs_longer']:>14.3f}")
     print(f"{'proxy vs longer':<26}{result['kendall_tau_proxy_vs_longer']:>12.3f}")
+    print(f"{'supernet vs its rescoring':<26}{result['kendall_tau_supernet_vs_rescored']:>12.3f}  (BatchNorm "
+          f"recalibrated on the batches of seeds {score.seed} and {score.seed + 1}: the scoring's own agreement)")
     if args.repeat:
         print(f"{'longer vs its repeat':<26}{result['kendall_tau_longer_vs_repeat']:>12.3f}  (seeds "
               f"{longer.seed} and {again.seed}: the ground truth's own agreement)")
