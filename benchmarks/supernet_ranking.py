@@ -53,7 +53,8 @@ def sample_networks(space, n: int, seed: int) -> list:
 
 
 def supernet_for(args, experiment, space, splits):
-    """(supernet, its training seconds): the one in --supernet, trained or continued first if needed."""
+    """(supernet, its training seconds, its settings): the one in --supernet, trained or continued first
+    if needed; the settings (sampling, kernel, reorder) are the ones it was trained with."""
     from nas.supernet.train import settings_for, train_supernet, load_supernet
 
     out = Path(args.supernet)
@@ -62,8 +63,8 @@ def supernet_for(args, experiment, space, splits):
         settings = settings_for(experiment, epochs=args.supernet_epochs, minutes=args.supernet_minutes,
                                 sampling=args.sampling, kernel=args.kernel, reorder=args.reorder)
         train_supernet(space, splits, settings, out, progress=True)
-    seconds = json.loads(summary.read_text())["seconds"]
-    return load_supernet(out, space), seconds
+    trained = json.loads(summary.read_text())
+    return load_supernet(out, space), trained["seconds"], trained["settings"]
 
 
 def train_alone(spec, splits, config) -> float:
@@ -156,7 +157,7 @@ def main() -> int:
     proxy_splits = splits if proxy_subset == args.subset else load_data(d.name, d.data_dir, d.val_fraction, d.seed,
                                                                           proxy_subset)
     space = experiment.load_space()
-    net, supernet_seconds = supernet_for(args, experiment, space, splits)
+    net, supernet_seconds, trained_with = supernet_for(args, experiment, space, splits)
     specs = sample_networks(space, args.networks, args.seed)
     score = experiment.supernet_config
     bn_batches = args.bn_batches or score.bn_batches
@@ -197,7 +198,8 @@ def main() -> int:
     result = {
         "cpu": cpu_model(), "threads": torch.get_num_threads() if proxy.threads is None else proxy.threads,
         "networks": len(rows), "data": experiment.data.name, "train_images": len(splits.train),
-        "proxy_train_images": len(proxy_splits.train), "sampling": args.sampling,
+        "proxy_train_images": len(proxy_splits.train),
+        "supernet_settings": {k: trained_with[k] for k in ("sampling", "kernel", "reorder", "minutes")},
         "bn_batches": bn_batches, "score_precision": resolve_scoring_precision(score.precision),
         "proxy_recipe": dataclasses.asdict(proxy) | {"evaluate_test": False},
         "longer_epochs": args.epochs,
@@ -219,7 +221,8 @@ def main() -> int:
         return 0
     print(f"CPU: {result['cpu']}, {result['threads']} threads; {len(rows)} networks, data {d.name} "
           f"({len(splits.train):,} training images for the supernet and the longer trainings, "
-          f"{len(proxy_splits.train):,} for the proxies), supernet sampling {args.sampling}, "
+          f"{len(proxy_splits.train):,} for the proxies), supernet sampling {trained_with['sampling']}, "
+          f"kernel {trained_with['kernel']}{', re-ordered channels' if trained_with['reorder'] else ''}, "
           f"BN recalibration on {bn_batches} batches, scoring in {result['score_precision']}")
     print(f"{'':<26}{'Kendall tau':>12}{'Spearman rho':>14}")
     print(f"{'supernet vs proxy':<26}{result['kendall_tau_vs_proxy']:>12.3f}{result['spearman_rho_vs_proxy']:>14.3f}")
