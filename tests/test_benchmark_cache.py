@@ -1,21 +1,16 @@
 """The strategies benchmark's evaluation cache: a hit replays its intermediate accuracies to the
 study's pruner and ends where a fresh training would."""
 
-import importlib.util
-
 import pytest
 
 from nas.search.evaluate import Evaluation
 from nas.spec import load_space
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("search_strategies", ROOT / "benchmarks" / "search_strategies.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("search_strategies")
 
 
 class Inner:

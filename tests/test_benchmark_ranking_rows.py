@@ -1,19 +1,14 @@
 """The ranking benchmark's ground-truth file (--rows): figures come back under the recipe that made
 them, a network's missing figures stay missing, and a file it did not write is refused."""
 
-import importlib.util
-
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("supernet_ranking", ROOT / "benchmarks" / "supernet_ranking.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("supernet_ranking")
 
 
 def test_figures_come_back_under_their_recipe_and_the_last_row_wins(bench, tmp_path):
