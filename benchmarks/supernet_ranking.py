@@ -132,7 +132,8 @@ def main() -> int:
     p.add_argument("--bn-batches", type=int, help="default: the experiment's supernet.bn_batches")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled networks")
     p.add_argument("--repeat", action="store_true", help="train each longer recipe twice (seeds s, s+1)")
-    p.add_argument("--rows", type=Path, metavar="FILE", help="CSV of the stand-alone figures, kept across runs (a rerun trains only what is missing)")
+    p.add_argument("--rows", type=Path, metavar="FILE",
+                   help="CSV of the stand-alone figures, kept across runs (a rerun trains only what is missing)")
     p.add_argument("--subset", type=int, help="train everything on this many images (smoke runs)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
