@@ -76,6 +76,8 @@ def train_alone(spec, splits, config) -> float:
 
 
 STANDALONE = ("proxy", "longer", "longer_again")  # the stand-alone trainings --rows keeps
+# the cost line each run counts in (the second scoring only checks the scoring's noise: not a cost)
+COST_OF = {"supernet": "supernet_score", "proxy": "proxy", "longer": "longer", "longer_again": "longer"}
 ROW_FIELDS = ["recipe", "hash"] + [f"{key}{suffix}" for key in STANDALONE for suffix in ("", "_s")]
 
 
@@ -189,9 +191,8 @@ def main() -> int:
                 row[f"{key}_s"] = time.perf_counter() - t0
             if set(missing) & set(STANDALONE):
                 append_row(args.rows, recipe, spec.hash, row)
-            for key in runs:
-                if key != "supernet_again":  # the check of the scoring's noise is not part of the supernet's cost
-                    cost[{"supernet": "supernet_score", "longer_again": "longer"}.get(key, key)] += row[f"{key}_s"]
+            for key in runs.keys() & COST_OF.keys():
+                cost[COST_OF[key]] += row[f"{key}_s"]
             rows.append(row)
             print(f"[{i + 1}/{len(specs)}] {spec.hash} " + " ".join(f"{key} {row[key]:.4f}" for key in runs),
                   file=sys.stderr, flush=True)

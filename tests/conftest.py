@@ -20,6 +20,8 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
 SPACE_FILES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
 
