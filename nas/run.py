@@ -20,13 +20,16 @@ import time
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from nas.errors import NasError
 from nas.experiment import Experiment
 from nas.io import write_text_atomic
 from nas.spec import ArchSpec, count_madds, count_params
 from nas.spec.transform import scale_widths
+
+if TYPE_CHECKING:
+    from nas.data import DataSplits
 
 STAGES = ("search", "train", "netadapt", "export", "reference", "report")
 
@@ -99,11 +102,14 @@ def stage_search(exp: Experiment, progress: bool) -> Callable[[Path], dict]:
     return work
 
 
-def train_spec(exp: Experiment, spec: ArchSpec, folder: Path, progress: bool) -> dict:
-    """Full training with the experiment's recipe; writes checkpoint, spec and metrics to ``folder``."""
+def train_spec(exp: Experiment, spec: ArchSpec, folder: Path, progress: bool,
+               splits: DataSplits | None = None) -> dict:
+    """Full training with the experiment's recipe (on ``splits`` when given, else the experiment's data);
+    writes checkpoint, spec and metrics to ``folder``."""
     from nas.train import train_network
 
-    report = train_network(spec, config=exp.train_config, out=folder, progress=progress, **_data_kwargs(exp))
+    data = _data_kwargs(exp) if splits is None else {"data": splits, "data_name": exp.data.name}
+    report = train_network(spec, config=exp.train_config, out=folder, progress=progress, **data)
     return {"spec": spec.to_string(), "checkpoint": str(folder / "checkpoint.pt"),
             "val_acc": report.result.val_acc, "test_acc": report.result.test_acc,
             "seconds": report.result.seconds}
