@@ -227,13 +227,12 @@ def run(args: argparse.Namespace) -> int:
     from nas.data import load_data
     from nas.experiment import load_experiment, with_resolved_table
     from nas.latency import load_predictor
-
     from nas.latency.catalog import measures_here
 
     exp = with_resolved_table(load_experiment(args.experiment))
     if exp.latency.table is None or not measures_here(exp.latency.table):
-        raise NasError(f"{exp.latency.table} is another device's table; this benchmark measures the final networks "
-                       "here: use this machine's (latency.device: this)")
+        raise NasError(f"the benchmark predicts with this machine's table and measures the final networks here; "
+                       f"latency.table is {exp.latency.table} (set latency.device: this)")
     if args.epochs:
         exp = exp.replace(train={"epochs": args.epochs})
     if args.strategy:
