@@ -66,17 +66,12 @@ class State:
         write_text_atomic(self.path, json.dumps(self.data, indent=1) + "\n")
 
 
-def finished_trials(study) -> int:
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
-
-
 def timed_search(exp, state: State, key: str, *, seconds: float | None = None, trials: int | None = None,
                  book_minutes: float = 5.0):
     """Run (or resume) ``exp``'s search until it has spent ``seconds`` or finished ``trials`` trials, booking its
     wall time in ``state[key]`` every ``book_minutes``; returns (best spec string, seconds spent, trials)."""
     from nas.search import run_search
+    from nas.search.loop import FINISHED  # what the search loop counts towards its trials
 
     while True:
         spent = state.get(f"{key}_seconds", 0.0)
@@ -86,7 +81,7 @@ def timed_search(exp, state: State, key: str, *, seconds: float | None = None, t
         result = run_search(exp, n_trials=trials or MANY_TRIALS, timeout_min=max(chunk, 1e-3), progress=False,
                             measure_best=False)
         state.put(f"{key}_seconds", spent + time.perf_counter() - start)
-        n = finished_trials(result.study)
+        n = len(result.study.get_trials(deepcopy=False, states=FINISHED))
         if (trials is not None and n >= trials) or (left is not None and left <= chunk * 60):
             if result.best is None:
                 raise NasError(f"the {key} search finished no trial")
@@ -95,11 +90,10 @@ def timed_search(exp, state: State, key: str, *, seconds: float | None = None, t
 
 def train_supernet_for(exp, splits, args, seed: int, folder: Path) -> float:
     """The arm's supernet (trained, or continued, here); its training seconds."""
-    from nas.supernet.train import SupernetSettings, settings_for, train_supernet
+    from nas.supernet.train import settings_for, train_supernet
 
     settings = settings_for(exp, minutes=args.supernet_minutes, sampling=args.sampling)
-    settings = SupernetSettings(dataclasses.replace(settings.train, seed=seed), settings.sampling, settings.minutes,
-                                settings.kernel, settings.reorder)
+    settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, seed=seed))
     return train_supernet(exp.load_space(), splits, settings, folder, progress=True).seconds
 
 
@@ -164,6 +158,11 @@ def rows_for(exp, args, state: State) -> list[dict]:
     return rows
 
 
+def spread(values: list[float]) -> float:
+    """The standard deviation over seeds (NaN for one seed)."""
+    return statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
 def summary_lines(rows: list[dict]) -> list[str]:
     """Mean and std per arm, and the issue's two comparisons."""
     base = next(r for r in rows if r["arm"] == "baseline")
@@ -172,7 +171,6 @@ def summary_lines(rows: list[dict]) -> list[str]:
         mine = [r for r in rows if r["arm"] == name]
         acc = [100 * r["test_acc"] for r in mine]
         ms = [r["measured_ms"] for r in mine]
-        spread = lambda v: statistics.stdev(v) if len(v) > 1 else float("nan")  # noqa: E731
         means[name] = (statistics.mean(acc), statistics.mean(ms))
         lines.append(f"{name + ' search':<16} test {means[name][0]:.2f} +- {spread(acc):.2f} %, measured "
                      f"{means[name][1]:.3f} +- {spread(ms):.3f} ms, {statistics.mean(r['minutes'] for r in mine):.1f} "
