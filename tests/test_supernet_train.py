@@ -14,6 +14,7 @@ import torch
 
 from nas.errors import NasError
 from nas.spec import load_space
+from nas.supernet import train as supernet_train
 from nas.supernet.model import largest_spec, smallest_spec
 from nas.supernet.score import score_candidate
 from nas.supernet.train import (SupernetSettings, _SupernetLoop, load_supernet, members_for_step, read_supernet,
@@ -79,6 +80,33 @@ def test_an_interrupted_training_resumes_to_the_same_weights(space, tmp_path, mo
     assert resumed.resumed_from == 4 and resumed.steps == whole.steps
     a, b = load_supernet(tmp_path / "whole", space), load_supernet(tmp_path / "cut", space)
     assert (a.stages[0][0].kernel_maps is not None) == (kernel == "transform")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "sandwich"])
+def test_a_training_cut_mid_epoch_resumes_to_what_an_uninterrupted_one_trains(space, tmp_path, monkeypatch, sampling):
+    splits = toy_splits()  # 4 steps per epoch
+    whole = train_supernet(space, splits, settings(sampling=sampling), tmp_path / "whole", progress=False)
+    monkeypatch.setattr(supernet_train, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every step
+    real_save = _SupernetLoop.save
+
+    def stop_after_step_6(self, optimizer):
+        real_save(self, optimizer)
+        if self.step == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_SupernetLoop, "save", stop_after_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(space, splits, settings(sampling=sampling), tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    assert read_supernet(tmp_path / "cut", space)["step"] == 6  # half-way through the second epoch
+    resumed = train_supernet(space, splits, settings(sampling=sampling), tmp_path / "cut", progress=False)
+    assert resumed.resumed_from == 6 and resumed.steps == whole.steps == 8
+    # the same batches, members and losses: the second epoch's mean loss and val accuracy too
+    assert [(h["train_loss"], h["val_acc_largest"]) for h in resumed.history] == \
+        [(h["train_loss"], h["val_acc_largest"]) for h in whole.history]
+    a, b = load_supernet(tmp_path / "whole", space), load_supernet(tmp_path / "cut", space)
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
 
