@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -37,11 +38,31 @@ def settings(epochs: float = 2, sampling: str = "uniform", kernel: str = "crop",
                                         precision="fp32"), sampling=sampling, kernel=kernel, reorder=reorder)
 
 
+def without_activations(spec):
+    return [(b.in_channels, b.exp_channels, b.out_channels, b.kernel, b.se) for b in spec.blocks]
+
+
 def test_sandwich_trains_largest_smallest_and_two_samples(space):
     ends = (largest_spec(space), smallest_spec(space))
-    members = members_for_step(space, "sandwich", random.Random(0), ends)
-    assert members[:2] == list(ends) and len(members) == 4
-    assert len(members_for_step(space, "uniform", random.Random(0), ends)) == 1
+    rng = random.Random(0)
+    steps = [members_for_step(space, "sandwich", rng) for _ in range(20)]
+    assert all(len(members) == 4 for members in steps)
+    for i, end in enumerate(ends):  # the ends' sizes every step, each block's activation drawn
+        assert all(without_activations(members[i]) == without_activations(end) for members in steps)
+        drawn = {b.act for members in steps for b in members[i].blocks}
+        assert drawn == {act for stage in space.stages for act in stage.act}  # relu, relu6, hswish
+    assert len(members_for_step(space, "uniform", random.Random(0))) == 1
+
+
+def test_a_sandwich_checkpoint_of_the_earlier_rule_is_not_continued(space, tmp_path):
+    train_supernet(space, toy_splits(), settings(1, "sandwich"), tmp_path / "sn", progress=False)
+    payload = read_supernet(tmp_path / "sn", space)
+    earlier = json.loads(payload["settings_json"])
+    del earlier["sandwich_ends"]  # as a checkpoint from before the ends drew their activations
+    torch.save({**payload, "settings_json": json.dumps(earlier)}, tmp_path / "sn" / "supernet.pt")
+    with pytest.raises(NasError, match="other settings"):
+        train_supernet(space, toy_splits(), settings(2, "sandwich"), tmp_path / "sn", progress=False)
+    assert load_supernet(tmp_path / "sn", space) is not None  # still scores candidates
 
 
 @pytest.mark.parametrize("sampling", ["uniform", "sandwich"])
@@ -148,8 +169,6 @@ def test_kill_minus_9_then_rerun_continues_from_the_last_checkpoint(tmp_path):
     finally:
         proc.wait()
     assert (out / "supernet.pt").exists()
-    import json
-
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
