@@ -99,6 +99,7 @@ def test_an_interrupted_training_resumes_to_the_same_weights(space, tmp_path, mo
     resumed = train_supernet(space, splits, settings(kernel=kernel, reorder=reorder), tmp_path / "cut",
                              progress=False)
     assert resumed.resumed_from == 4 and resumed.steps == whole.steps
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
     a, b = load_supernet(tmp_path / "whole", space), load_supernet(tmp_path / "cut", space)
     assert (a.stages[0][0].kernel_maps is not None) == (kernel == "transform")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -196,3 +197,14 @@ def test_a_checkpoint_whose_settings_are_not_an_object_is_one_line(space, tmp_pa
         with pytest.raises(NasError, match=message) as info:
             load_supernet(tmp_path / "sn", space)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("epoch_loss", ["[1.0, -1]", "[NaN, 1]", "[1.0, 4]", '{"a": 1}', "not json"])
+def test_a_checkpoint_with_an_impossible_epoch_loss_is_one_line(space, tmp_path, epoch_loss):
+    train_supernet(space, toy_splits(), settings(1), tmp_path / "sn", progress=False)  # 4 steps per epoch
+    path = tmp_path / "sn" / "supernet.pt"
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "epoch_loss_json": epoch_loss}, path)
+    with pytest.raises(NasError, match="cannot be resumed") as info:
+        train_supernet(space, toy_splits(), settings(1), tmp_path / "sn", progress=False)
+    assert "\n" not in str(info.value)

@@ -243,8 +243,8 @@ class _SupernetLoop:
                 self.loss_sum, self.loss_count = self.loss_sum + loss, self.loss_count + 1
                 bar.update(1)
                 if self.step % self.per_epoch == 0 or self.done():
-                    self.epoch_end(self.loss_sum / self.loss_count, optimizer, bar)
-                    self.loss_sum, self.loss_count = 0.0, 0
+                    loss, self.loss_sum, self.loss_count = self.loss_sum / self.loss_count, 0.0, 0
+                    self.epoch_end(loss, optimizer, bar)
                 elif self.seconds - self.saved_at >= CHECKPOINT_SECONDS:
                     self.save(optimizer)
         finally:
@@ -319,6 +319,8 @@ class _SupernetLoop:
             self.history = json.loads(payload["history_json"])
             loss, count = json.loads(payload.get("epoch_loss_json", "[0.0, 0]"))  # absent before mid-epoch saves
             self.loss_sum, self.loss_count = float(loss), int(count)
+            if not (math.isfinite(self.loss_sum) and 0 <= self.loss_count < self.per_epoch):
+                raise ValueError(f"epoch loss {loss!r} over {count!r} steps")
             self.step, self.seconds = int(payload["step"]), float(payload["seconds"])
             self.saved_at = self.seconds
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
