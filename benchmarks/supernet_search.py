@@ -69,7 +69,8 @@ class State:
 def timed_search(exp, state: State, key: str, *, seconds: float | None = None, trials: int | None = None,
                  book_minutes: float = 5.0):
     """Run (or resume) ``exp``'s search until it has spent ``seconds`` or finished ``trials`` trials, booking its
-    wall time in ``state[key]`` every ``book_minutes``; returns (best spec string, seconds spent, trials)."""
+    wall time in ``state[key]`` every ``book_minutes``; returns (best spec string, seconds spent, trials,
+    different networks among them)."""
     from nas.search import run_search
     from nas.search.loop import FINISHED  # what the search loop counts towards its trials
 
@@ -85,7 +86,7 @@ def timed_search(exp, state: State, key: str, *, seconds: float | None = None, t
         if (trials is not None and n >= trials) or (left is not None and left <= chunk * 60):
             if result.best is None:
                 raise NasError(f"the {key} search finished no trial")
-            return result.best.spec, state.get(f"{key}_seconds"), n
+            return result.best.spec, state.get(f"{key}_seconds"), n, result.distinct
 
 
 def train_supernet_for(exp, splits, args, seed: int, folder: Path) -> float:
@@ -117,15 +118,17 @@ def run_seed(exp, splits, args, seed: int, state: State) -> None:
     if state.get(f"s{seed}_supernet_best") is None:
         arm = searched.replace(out=folder / "supernet_search", search={"evaluator": "supernet"},
                                supernet={"path": str(folder / "supernet")})
-        best, seconds, n = timed_search(arm, state, f"s{seed}_supernet_search", trials=args.candidates,
-                                        book_minutes=args.book_minutes)
-        state.put(f"s{seed}_supernet_best", {"spec": best, "search_seconds": seconds, "candidates": n})
+        best, seconds, n, distinct = timed_search(arm, state, f"s{seed}_supernet_search", trials=args.candidates,
+                                                  book_minutes=args.book_minutes)
+        state.put(f"s{seed}_supernet_best", {"spec": best, "search_seconds": seconds, "candidates": n,
+                                             "distinct": distinct})
     total = budget + state.get(f"s{seed}_supernet_best")["search_seconds"]
     if state.get(f"s{seed}_proxy_best") is None:
         arm = searched.replace(out=folder / "proxy_search", search={"evaluator": "proxy"})
-        best, seconds, n = timed_search(arm, state, f"s{seed}_proxy_search", seconds=total,
-                                        book_minutes=args.book_minutes)
-        state.put(f"s{seed}_proxy_best", {"spec": best, "search_seconds": seconds, "candidates": n})
+        best, seconds, n, distinct = timed_search(arm, state, f"s{seed}_proxy_search", seconds=total,
+                                                  book_minutes=args.book_minutes)
+        state.put(f"s{seed}_proxy_best", {"spec": best, "search_seconds": seconds, "candidates": n,
+                                          "distinct": distinct})
     for name in ARMS:
         train_final(exp, splits, state.get(f"s{seed}_{name}_best")["spec"], folder / f"{name}_final", state,
                     f"s{seed}_{name}_final")
@@ -144,11 +147,11 @@ def rows_for(exp, args, state: State) -> list[dict]:
             time_spent = best["search_seconds"] + (state.get(f"s{seed}_supernet_train_seconds") if name == "supernet"
                                                    else 0.0)
             rows.append({"arm": name, "seed": seed, "minutes": time_spent / 60, "candidates": best["candidates"],
-                         "test_acc": final["test_acc"], "spec": best["spec"]})
+                         "distinct": best.get("distinct"), "test_acc": final["test_acc"], "spec": best["spec"]})
             specs[f"s{seed} {name}"] = ArchSpec.from_string(best["spec"])
     baseline = state.get("baseline_final")
     specs["baseline"] = ArchSpec.from_string(baseline["spec"])
-    rows.append({"arm": "baseline", "seed": None, "minutes": None, "candidates": None,
+    rows.append({"arm": "baseline", "seed": None, "minutes": None, "candidates": None, "distinct": None,
                  "test_acc": baseline["test_acc"], "spec": baseline["spec"]})
     measured = remeasure(specs, exp.latency.table, exp.latency.threads)
     predictor = load_predictor(exp.latency.table)
@@ -174,7 +177,9 @@ def summary_lines(rows: list[dict]) -> list[str]:
         means[name] = (statistics.mean(acc), statistics.mean(ms))
         lines.append(f"{name + ' search':<16} test {means[name][0]:.2f} +- {spread(acc):.2f} %, measured "
                      f"{means[name][1]:.3f} +- {spread(ms):.3f} ms, {statistics.mean(r['minutes'] for r in mine):.1f} "
-                     f"min, {statistics.mean(r['candidates'] for r in mine):,.0f} candidates (mean over {len(mine)} seeds)")
+                     f"min, {statistics.mean(r['candidates'] for r in mine):,.0f} candidates, "
+                     f"{statistics.mean(r['distinct'] or 0 for r in mine):,.0f} of them different "
+                     f"(mean over {len(mine)} seeds)")
     base_acc, base_ms = 100 * base["test_acc"], base["measured_ms"]
     lines.append(f"{'baseline':<16} test {base_acc:.2f} %, measured {base_ms:.3f} ms")
     gap = means["supernet"][0] - means["proxy"][0]
@@ -250,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         run_seed(exp, splits, args, seed, state)
     train_final(exp, splits, exp.load_space().baseline.to_string(), args.out / "baseline_final", state, "baseline_final")
     rows = rows_for(exp, args, state)
-    frame = pd.DataFrame(rows).astype({"seed": "Int64", "candidates": "Int64"})
+    frame = pd.DataFrame(rows).astype({"seed": "Int64", "candidates": "Int64", "distinct": "Int64"})
     write_text_atomic(args.out / "results.csv", frame.to_csv(index=False))
     print(frame.drop(columns="spec").to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print("\n".join(summary_lines(rows)))

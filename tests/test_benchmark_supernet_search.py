@@ -38,6 +38,7 @@ def test_both_arms_at_equal_time_then_a_rerun_trains_nothing(bench, experiment, 
         rows = {r["arm"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"supernet", "proxy", "baseline"}
     assert int(rows["supernet"]["candidates"]) >= 3 and rows["supernet"]["seed"] == "0"
+    assert 1 <= int(rows["supernet"]["distinct"]) <= int(rows["supernet"]["candidates"])
     # the proxy search ran at least as long as the supernet's training and search together
     assert float(rows["proxy"]["minutes"]) >= float(rows["supernet"]["minutes"]) > 0
     for arm in ("supernet", "proxy", "baseline"):

@@ -1,8 +1,10 @@
+import dataclasses
+
 import pytest
 
 from nas.search.base import TrialRecord
 from nas.search.evolution import active_decisions
-from nas.search.results import best_record, hypervolume, pareto_front, trials_frame
+from nas.search.results import accuracy_label, best_record, distinct_candidates, hypervolume, pareto_front, trials_frame
 
 
 def rec(number, acc, lat, reward=None, state="COMPLETE"):
@@ -25,6 +27,19 @@ def test_pareto_front_and_best():
     assert best_record(records).number == 1
     frame = trials_frame(records)
     assert list(frame["number"]) == [0, 1, 2, 3, 4, 5] and frame.loc[4, "state"] == "PRUNED"
+
+
+def test_distinct_candidates_count_each_network_once():
+    records = [rec(0, 0.8, 0.5), rec(1, 0.9, 1.0), dataclasses.replace(rec(2, 0.8, 0.5), hash="h0")]  # 0 again
+    assert distinct_candidates(records) == 2 and distinct_candidates([]) == 0
+
+
+def test_the_plots_accuracy_axis_names_the_evaluator():
+    assert accuracy_label("proxy") == "proxy validation accuracy"
+    assert accuracy_label("supernet").startswith("supernet score")
+    assert accuracy_label("synthetic:0.5").startswith("synthetic")
+    with pytest.raises(KeyError):
+        accuracy_label("oracle")
 
 
 def test_active_decisions_skip_blocks_past_the_depth():

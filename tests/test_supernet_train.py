@@ -55,14 +55,17 @@ def test_sandwich_trains_largest_smallest_and_two_samples(space):
 
 
 def test_a_sandwich_checkpoint_of_the_earlier_rule_is_not_continued(space, tmp_path):
-    train_supernet(space, toy_splits(), settings(1, "sandwich"), tmp_path / "sn", progress=False)
+    splits = toy_splits()
+    train_supernet(space, splits, settings(1, "sandwich"), tmp_path / "sn", progress=False)
+    score = score_candidate(load_supernet(tmp_path / "sn", space), largest_spec(space), splits, batch_size=32)
     payload = read_supernet(tmp_path / "sn", space)
     earlier = json.loads(payload["settings_json"])
     del earlier["sandwich_ends"]  # as a checkpoint from before the ends drew their activations
     torch.save({**payload, "settings_json": json.dumps(earlier)}, tmp_path / "sn" / "supernet.pt")
     with pytest.raises(NasError, match="other settings"):
         train_supernet(space, toy_splits(), settings(2, "sandwich"), tmp_path / "sn", progress=False)
-    assert load_supernet(tmp_path / "sn", space) is not None  # still scores candidates
+    # still scores candidates, as before
+    assert score_candidate(load_supernet(tmp_path / "sn", space), largest_spec(space), splits, batch_size=32) == score
 
 
 @pytest.mark.parametrize("sampling", ["uniform", "sandwich"])

@@ -14,7 +14,9 @@ from nas.models import build_model
 from nas.train import TrainConfig, train
 from nas.train.trainer import fold_batchnorm
 from nas.train import compiled as compiled_mod
-from nas.train.compiled import DepthwiseConv, depthwise_weight_grad, resolve_compile
+from nas.train.compiled import resolve_compile
+from nas.train.depthwise import (BATCHED, SHIFTED, DepthwiseConv, batched_pays, depthwise_weight_grad,
+                                 depthwise_weight_grad_batched)
 from nas.train.layer_patches import is_depthwise, patched_layers
 from nas.train.cpu import LONG_TRAINING_STEPS
 from tests.test_trainer import toy_splits, tiny_spec
@@ -28,7 +30,8 @@ def aten_grads(x, weight, grad, stride, padding):
 
 @pytest.mark.parametrize("kernel, stride, size", [(3, 1, 7), (5, 1, 4), (5, 2, 7), (7, 2, 14), (7, 1, 3)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_depthwise_gradients_match_aten(kernel, stride, size, channels_last):
+@pytest.mark.parametrize("method", [SHIFTED, BATCHED])
+def test_depthwise_gradients_match_aten(kernel, stride, size, channels_last, method):
     gen = torch.Generator().manual_seed(kernel * 10 + stride)
     x = torch.randn(3, 6, size, size, generator=gen, dtype=torch.float64)
     weight = torch.randn(6, 1, kernel, kernel, generator=gen, dtype=torch.float64)
@@ -38,20 +41,43 @@ def test_depthwise_gradients_match_aten(kernel, stride, size, channels_last):
     out_size = (size + 2 * padding - kernel) // stride + 1
     grad = torch.randn(3, 6, out_size, out_size, generator=gen, dtype=torch.float64)
     want_x, want_w = aten_grads(x, weight, grad, stride, padding)
-    torch.testing.assert_close(depthwise_weight_grad(x, grad, kernel, stride, padding), want_w)
+    weight_grad = depthwise_weight_grad_batched if method == BATCHED else depthwise_weight_grad
+    torch.testing.assert_close(weight_grad(x, grad, kernel, stride, padding), want_w)
     xr, wr = x.clone().requires_grad_(), weight.clone().requires_grad_()
-    out = DepthwiseConv.apply(xr, wr, stride, padding)
+    out = DepthwiseConv.apply(xr, wr, stride, padding, method)
     torch.testing.assert_close(out, F.conv2d(x, weight, None, stride, padding, 1, 6))
     got_x, got_w = torch.autograd.grad(out, (xr, wr), grad)
     torch.testing.assert_close(got_x, want_x)
     torch.testing.assert_close(got_w, want_w)
 
 
-def test_depthwise_function_passes_gradcheck():
+@pytest.mark.parametrize("method", [SHIFTED, BATCHED])
+def test_depthwise_function_passes_gradcheck(method):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 5, 5, generator=gen, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(3, 1, 5, 5, generator=gen, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: DepthwiseConv.apply(a, b, 2, 2), (x, weight))
+    assert torch.autograd.gradcheck(lambda a, b: DepthwiseConv.apply(a, b, 2, 2, method), (x, weight))
+
+
+def test_the_batched_weight_gradient_is_used_for_large_kernels_on_small_maps_only():
+    assert batched_pays(4, 5, 1) and batched_pays(7, 7, 1)
+    assert not batched_pays(14, 5, 1) and not batched_pays(7, 3, 1) and not batched_pays(7, 5, 2)
+    from nas.train.cpu import small_map_depthwise
+
+    assert small_map_depthwise(frozenset({"avx2", "fma"}))
+    assert not small_map_depthwise(frozenset({"avx2", "avx512f", "avx512bw"}))
+    model = nn.Sequential(nn.Conv2d(4, 4, 5, 1, 2, groups=4, bias=False), nn.Conv2d(4, 4, 3, 1, 1, groups=4, bias=False))
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    want = torch.autograd.grad(model(x).square().sum(), (x, *model.parameters()))
+    calls = []
+    original = DepthwiseConv.apply
+    with patched_layers(model, fp32=False, shifted=False, small_maps=True), \
+            pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DepthwiseConv, "apply", lambda *a: calls.append(a[-1]) or original(*a))
+        got = torch.autograd.grad(model(x).square().sum(), (x, *model.parameters()))
+    assert calls == [BATCHED]  # the 5x5 layer on a 6x6 map; the 3x3 one keeps aten's
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
 
 
 def test_only_true_depthwise_layers_are_patched():

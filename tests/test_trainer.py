@@ -133,7 +133,7 @@ def test_train_network_writes_outputs(tmp_path):
     assert metrics["test_acc"] is not None and metrics["params"] == sum(p.numel() for p in report.model.parameters())
     spec, model = load_model(tmp_path / "run" / "checkpoint.pt")
     assert spec == report.spec
-    report.model.eval()
+    report.model.eval().to(memory_format=torch.contiguous_format)  # trained channels-last; loaded NCHW
     x = torch.randn(2, 1, 8, 8)
     with torch.inference_mode():
         assert torch.equal(model(x), report.model(x))

@@ -66,7 +66,8 @@ def run(args) -> int:
     if args.json:
         print_json(result.to_json())
         return 0
-    print(f"study {result.study.study_name}: {result.n_trials} finished trials, "
+    print(f"study {result.study.study_name}: {result.n_trials} finished trials "
+          f"({result.distinct} different networks), "
           f"Pareto front of {len(result.pareto)}, hypervolume {result.hypervolume or 0:.5f}")
     table = summary_table(result)
     if not table.empty:

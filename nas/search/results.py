@@ -82,10 +82,25 @@ def hypervolume(points: Sequence[tuple[float, float]], ref_acc: float, ref_laten
     return hypervolume_of_losses(np.array(inside, dtype=float), np.array([-ref_acc, ref_latency], dtype=float))
 
 
+ACCURACY_LABELS = {"proxy": "proxy validation accuracy", "supernet": "supernet score (validation accuracy, shared weights)",
+                   "synthetic": "synthetic accuracy (no training)"}
+
+
+def accuracy_label(evaluator: str) -> str:
+    """What a search's accuracies are, by its evaluator (``synthetic:SECONDS`` is synthetic)."""
+    return ACCURACY_LABELS[evaluator.partition(":")[0]]
+
+
+def distinct_candidates(records: Sequence[TrialRecord]) -> int:
+    """How many different networks the trials evaluated (a repeated proposal is answered from the cache)."""
+    return len({r.hash for r in records if r.hash is not None})
+
+
 def plot_pareto(records: Sequence[TrialRecord], path: Path, target_ms: float | None = None,
-                baseline: dict[str, Any] | None = None, title: str = "search") -> Path:
-    """Optuna's Pareto plot of every complete trial (accuracy vs latency), plus the best-reward
-    trial, the latency target and the baseline."""
+                baseline: dict[str, Any] | None = None, title: str = "search",
+                accuracy: str = ACCURACY_LABELS["proxy"]) -> Path:
+    """Optuna's Pareto plot of every complete trial (``accuracy`` vs latency), plus the best-reward
+    trial, the latency target and the baseline (scored by the same evaluator)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,7 +111,7 @@ def plot_pareto(records: Sequence[TrialRecord], path: Path, target_ms: float | N
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = optuna.visualization.matplotlib.plot_pareto_front(
-            study, target_names=["proxy validation accuracy", "latency (ms, reward's source)"],
+            study, target_names=[accuracy, "latency (ms, reward's source)"],
             targets=lambda t: (t.values[1], t.values[0]), include_dominated_trials=True)
     fig = ax.figure
     n_front = len(study.best_trials)
@@ -109,14 +124,14 @@ def plot_pareto(records: Sequence[TrialRecord], path: Path, target_ms: float | N
     fig.set_size_inches(9, 4.5)
     fig.set_dpi(110)
     ax.set_xlabel("latency (ms, reward's source)")
-    ax.set_ylabel("proxy validation accuracy")
+    ax.set_ylabel(accuracy)
     best = best_record(records)
     if best is not None:
         ax.scatter([best.latency_ms], [best.val_acc], s=140, marker="*", color="tab:green", zorder=5,
                    label=f"best reward (trial {best.number})")
     if baseline is not None:
         ax.scatter([baseline["latency_ms"]], [baseline["val_acc"]], s=90, marker="D", color="black", zorder=5,
-                   label="space baseline (same proxy)")
+                   label="space baseline (same evaluator)")
     if target_ms is not None:
         ax.axvline(target_ms, color="grey", ls="--", lw=1, label=f"target T = {target_ms:.3f} ms")
     ax.set_title(title + (f" ({pruned} pruned trials not shown)" if pruned else ""))
@@ -140,6 +155,7 @@ class SearchResult:
     measured: dict[str, float] = field(default_factory=dict)  # end-to-end re-measurement (ms)
     files: dict[str, str] = field(default_factory=dict)
     storage: str | None = None
+    distinct: int | None = None  # different networks among the trials
 
     def to_json(self) -> dict[str, Any]:
         best = None
@@ -149,12 +165,10 @@ class SearchResult:
         baseline = None if self.baseline is None else {**self.baseline,
                                                         "latency_remeasured_ms": self.measured.get("baseline")}
         return {"best": best, "baseline": baseline, "n_trials": self.n_trials,
-                "pareto": [{"number": r.number, "val_acc": r.val_acc, "latency_ms": r.latency_ms, "reward": r.reward,
+                "distinct": self.distinct, "pareto": [{"number": r.number, "val_acc": r.val_acc, "latency_ms": r.latency_ms, "reward": r.reward,
                             "hash": r.hash} for r in self.pareto],
                 "hypervolume": self.hypervolume, "study": self.study.study_name, "storage": self.storage, "out": str(self.out),
                 "files": self.files}
-
-
 
 
 def remeasure(specs: dict[str, ArchSpec], table: str | None, threads: int) -> dict[str, float]:
@@ -184,9 +198,11 @@ def finish(experiment: Experiment, study: optuna.Study, out: Path, baseline: dic
     if best is not None:
         files["best_spec"] = str(out / "best_spec.json")
         write_text_atomic(files["best_spec"], ArchSpec.from_string(best.spec).to_json() + "\n")
-    plot_pareto(records, Path(files["pareto_plot"]), target, baseline, title=f"{study.study_name}: accuracy vs latency")
+    plot_pareto(records, Path(files["pareto_plot"]), target, baseline, title=f"{study.study_name}: accuracy vs latency",
+                accuracy=accuracy_label(experiment.search.evaluator))
     n_done = sum(r.state in ("COMPLETE", "PRUNED") for r in records)
-    result = SearchResult(study, out, best, front, n_done, baseline, hv, measured, files, storage)
+    result = SearchResult(study, out, best, front, n_done, baseline, hv, measured, files, storage,
+                          distinct_candidates([r for r in records if r.state in ("COMPLETE", "PRUNED")]))
     write_text_atomic(files["summary"], json.dumps(result.to_json(), indent=2, default=str) + "\n")
     return result
 

@@ -8,8 +8,10 @@ model, its checkpoints and its export are untouched; only the kernels the traini
   against 0.36 ms for the 576->144 layer in fp32, 1.8 against 0.32 ms in bf16; Intel Xeon model 167,
   2 threads). The trainer runs them as ``F.linear`` on the pooled vector.
 * grouped convolutions under bf16 autocast run in fp32: their bf16 backward is slow in oneDNN.
-* depthwise convolutions in a compiled model run through :class:`nas.train.compiled.DepthwiseConv`,
-  whose weight gradient inductor fuses.
+* depthwise convolutions in a compiled model run through :class:`nas.train.depthwise.DepthwiseConv`
+  with the shifted weight gradient, which inductor fuses; where ``small_maps`` is asked for (compiled
+  or not), those with a large kernel on a small map use its batched weight gradient
+  (:func:`nas.train.depthwise.batched_pays`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from nas.models.layers import SqueezeExcite, squeeze_excite_gate
-from nas.train.compiled import DepthwiseConv
+from nas.train.depthwise import BATCHED, SHIFTED, DepthwiseConv, batched_pays
 
 
 def is_depthwise(module: nn.Module) -> bool:
@@ -34,12 +36,16 @@ def is_depthwise(module: nn.Module) -> bool:
             and module.dilation == (1, 1) and module.padding_mode == "zeros")
 
 
-def _depthwise_forward(fp32: bool, shifted: bool) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+def _depthwise_forward(fp32: bool, shifted: bool, small_maps: bool) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
     def forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
             x = x.float() if fp32 else x
-            if shifted and module.bias is None:  # a BatchNorm-folded copy for evaluation has a bias
-                return DepthwiseConv.apply(x, module.weight, module.stride[0], module.padding[0])
+            stride, padding = module.stride[0], module.padding[0]
+            if module.bias is None:  # a BatchNorm-folded copy for evaluation has a bias
+                if small_maps and batched_pays(x.shape[-1], module.kernel_size[0], stride):
+                    return DepthwiseConv.apply(x, module.weight, stride, padding, BATCHED)
+                if shifted:
+                    return DepthwiseConv.apply(x, module.weight, stride, padding, SHIFTED)
             return type(module).forward(module, x)
     return forward
 
@@ -56,17 +62,19 @@ def _patchable_se(module: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def patched_layers(model: nn.Module, fp32: bool, shifted: bool) -> Iterator[None]:
+def patched_layers(model: nn.Module, fp32: bool, shifted: bool, small_maps: bool = False) -> Iterator[None]:
     """Within the block, the model's squeeze-and-excitation layers run as matrix products, its grouped
     convolutions outside autocast in fp32 (``fp32``) and its depthwise ones through
-    :class:`DepthwiseConv` (``shifted``). Each module's own ``forward`` is restored after."""
+    :class:`DepthwiseConv`: those with a large kernel on a small map with the batched weight gradient
+    (``small_maps``), the others with the shifted one (``shifted``). Each module's own ``forward`` is restored after."""
     patched = []
     for module in model.modules():
         forward = None
         if _patchable_se(module):
             forward = _squeeze_excite_forward
-        elif (fp32 or shifted) and isinstance(module, nn.Conv2d) and module.groups > 1:
-            forward = _depthwise_forward(fp32, shifted and is_depthwise(module))
+        elif (fp32 or shifted or small_maps) and isinstance(module, nn.Conv2d) and module.groups > 1:
+            depthwise = is_depthwise(module)
+            forward = _depthwise_forward(fp32, shifted and depthwise, small_maps and depthwise)
         if forward is not None:
             module.forward = types.MethodType(forward, module)  # bound: copies call their own weights
             patched.append(module)
