@@ -25,7 +25,6 @@ import torch.nn as nn
 from nas.train.cpu import LONG_TRAINING_STEPS
 
 
-
 @functools.lru_cache(maxsize=1)
 def compiler_available() -> bool:
     """Whether inductor can build CPU kernels here: a C++ compiler on PATH (or in $CXX)."""
