@@ -156,3 +156,28 @@ def test_reordering_permutes_the_optimizer_state_with_the_weights(space):
     momentum = optimizer.state[weight]["momentum_buffer"].clone()
     reorder_channels(net, optimizer)
     assert torch.equal(optimizer.state[weight]["momentum_buffer"], momentum.index_select(1, order))
+
+
+@pytest.mark.parametrize("kernel_transform", [False, True])
+def test_the_batched_depthwise_gradient_gives_the_supernet_the_same_gradients(space, monkeypatch, kernel_transform):
+    """On CPUs without AVX-512 the supernet's large kernels on small maps take the batched weight gradient
+    (nas.train.depthwise): the same gradients as aten's, to float rounding."""
+    import nas.supernet.model as model_mod
+    from nas.train import depthwise
+
+    torch.manual_seed(0)
+    net = Supernet(space, kernel_transform=kernel_transform).double()
+    net.set_active(largest_spec(space))
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    grads, calls = {}, []
+    original = depthwise.DepthwiseConv.apply
+    monkeypatch.setattr(depthwise.DepthwiseConv, "apply", lambda *a: calls.append(a[-1]) or original(*a))
+    for small_maps in (False, True):
+        monkeypatch.setattr(model_mod, "small_map_depthwise", lambda: small_maps)
+        net.zero_grad()
+        torch.manual_seed(1)  # the same dropout masks
+        net(x).square().sum().backward()
+        grads[small_maps] = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+    assert calls and set(calls) == {depthwise.BATCHED}  # only with small_maps, and only there
+    for got, want in zip(grads[True], grads[False]):
+        torch.testing.assert_close(got, want)

@@ -33,6 +33,8 @@ from nas.models.layers import ConvNormAct, SqueezeExcite, squeeze_excite_gate
 from nas.spec import ArchSpec, BlockSpec, SearchSpace, SpaceError
 from nas.spec.arch import se_channels
 from nas.spec.space import expansion_width
+from nas.train.cpu import small_map_depthwise
+from nas.train.depthwise import depthwise_conv
 
 _ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "hswish": F.hardswish}
 
@@ -108,7 +110,8 @@ class SuperBlock(nn.Module):
         act = _ACTIVATIONS[spec.act]
         exp = spec.exp_channels
         y = act(_conv(self.expand, x, exp)) if spec.has_expand else x
-        y = F.conv2d(y, self.depthwise_weight(exp, spec.kernel), None, spec.stride, (spec.kernel - 1) // 2, 1, exp)
+        y = depthwise_conv(y, self.depthwise_weight(exp, spec.kernel), spec.stride, (spec.kernel - 1) // 2,
+                           small_map_depthwise())
         y = act(_batch_norm(self.depthwise.bn, y, exp))
         if spec.se:
             y = y * self._gate(y, exp, spec.se_channels)

@@ -18,12 +18,11 @@ replacements, each exact up to the order of the sums:
   :func:`batched_pays` is the rule measured there; the trainer uses it, compiled or not, on CPUs without
   AVX-512 (:func:`nas.train.cpu.small_map_depthwise`).
 
-The layers are patched in for a training by :mod:`nas.train.layer_patches`.
+A model's layers are patched in for a training by :mod:`nas.train.layer_patches`; the supernet calls
+:func:`depthwise_conv`.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +44,12 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: int, stri
     return torch.stack(taps, 1).reshape(x.shape[1], 1, kernel, kernel)
 
 
-@functools.lru_cache(maxsize=64)
 def _tap_index(height: int, width: int, out_h: int, out_w: int, kernel: int, stride: int,
                padding: int) -> torch.Tensor:
     """(kernel*kernel, out_h*out_w): for each tap and output position, the flat index of the
     (output position, input position) pair it multiplies, or ``out_h*out_w*height*width`` (a zero
-    appended past the end) where the tap falls on the padding."""
+    appended past the end) where the tap falls on the padding. A few small tensor operations, built
+    each call (a cache would be a call torch.compile warns about)."""
     tap_rows = torch.arange(kernel).repeat_interleave(kernel)[:, None]
     tap_cols = torch.arange(kernel).repeat(kernel)[:, None]
     out_rows = torch.arange(out_h).repeat_interleave(out_w)[None, :]
@@ -80,6 +79,15 @@ def batched_pays(size: int, kernel: int, stride: int) -> bool:
     """Whether :func:`depthwise_weight_grad_batched` beats oneDNN for a layer on a ``size`` x ``size``
     input: a kernel of 5 or more, stride 1, on a map of at most 7x7 (measured as above)."""
     return kernel >= 5 and stride == 1 and size <= 7
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, small_maps: bool) -> torch.Tensor:
+    """A depthwise convolution (``F.conv2d``, no bias); with ``small_maps``, while gradients are
+    recorded, one with a large kernel on a small map (:func:`batched_pays`) takes the batched weight
+    gradient. For layers built from sliced weights, like the supernet's."""
+    if small_maps and torch.is_grad_enabled() and batched_pays(x.shape[-1], weight.shape[-1], stride):
+        return DepthwiseConv.apply(x, weight, stride, padding, BATCHED)
+    return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
 
 
 class DepthwiseConv(torch.autograd.Function):
