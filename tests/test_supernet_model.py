@@ -169,15 +169,16 @@ def test_the_batched_depthwise_gradient_gives_the_supernet_the_same_gradients(sp
     net = Supernet(space, kernel_transform=kernel_transform).double()
     net.set_active(largest_spec(space))
     x = torch.randn(4, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    grads, calls = {}, []
+    grads, calls = {}, {False: [], True: []}
     original = depthwise.DepthwiseConv.apply
-    monkeypatch.setattr(depthwise.DepthwiseConv, "apply", lambda *a: calls.append(a[-1]) or original(*a))
     for small_maps in (False, True):
+        monkeypatch.setattr(depthwise.DepthwiseConv, "apply",
+                            lambda *a, seen=calls[small_maps]: seen.append(a[-1]) or original(*a))
         monkeypatch.setattr(model_mod, "small_map_depthwise", lambda: small_maps)
         net.zero_grad()
         torch.manual_seed(1)  # the same dropout masks
         net(x).square().sum().backward()
         grads[small_maps] = [p.grad.clone() for p in net.parameters() if p.grad is not None]
-    assert calls and set(calls) == {depthwise.BATCHED}  # only with small_maps, and only there
+    assert calls[False] == [] and calls[True] and set(calls[True]) == {depthwise.BATCHED}  # only with small_maps
     for got, want in zip(grads[True], grads[False]):
         torch.testing.assert_close(got, want)

@@ -164,8 +164,8 @@ class SearchResult:
             best["latency_remeasured_ms"] = self.measured.get("best")
         baseline = None if self.baseline is None else {**self.baseline,
                                                         "latency_remeasured_ms": self.measured.get("baseline")}
-        return {"best": best, "baseline": baseline, "n_trials": self.n_trials,
-                "distinct": self.distinct, "pareto": [{"number": r.number, "val_acc": r.val_acc, "latency_ms": r.latency_ms, "reward": r.reward,
+        return {"best": best, "baseline": baseline, "n_trials": self.n_trials, "distinct": self.distinct,
+                "pareto": [{"number": r.number, "val_acc": r.val_acc, "latency_ms": r.latency_ms, "reward": r.reward,
                             "hash": r.hash} for r in self.pareto],
                 "hypervolume": self.hypervolume, "study": self.study.study_name, "storage": self.storage, "out": str(self.out),
                 "files": self.files}
@@ -200,9 +200,9 @@ def finish(experiment: Experiment, study: optuna.Study, out: Path, baseline: dic
         write_text_atomic(files["best_spec"], ArchSpec.from_string(best.spec).to_json() + "\n")
     plot_pareto(records, Path(files["pareto_plot"]), target, baseline, title=f"{study.study_name}: accuracy vs latency",
                 accuracy=accuracy_label(experiment.search.evaluator))
-    n_done = sum(r.state in ("COMPLETE", "PRUNED") for r in records)
-    result = SearchResult(study, out, best, front, n_done, baseline, hv, measured, files, storage,
-                          distinct_candidates([r for r in records if r.state in ("COMPLETE", "PRUNED")]))
+    done = [r for r in records if r.state in ("COMPLETE", "PRUNED")]
+    result = SearchResult(study, out, best, front, len(done), baseline, hv, measured, files, storage,
+                          distinct_candidates(done))
     write_text_atomic(files["summary"], json.dumps(result.to_json(), indent=2, default=str) + "\n")
     return result
 

@@ -81,12 +81,16 @@ def batched_pays(size: int, kernel: int, stride: int) -> bool:
     return kernel >= 5 and stride == 1 and size <= 7
 
 
-def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, small_maps: bool) -> torch.Tensor:
-    """A depthwise convolution (``F.conv2d``, no bias); with ``small_maps``, while gradients are
-    recorded, one with a large kernel on a small map (:func:`batched_pays`) takes the batched weight
-    gradient. For layers built from sliced weights, like the supernet's."""
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, small_maps: bool,
+                   shifted: bool = False) -> torch.Tensor:
+    """A depthwise convolution (no bias) and the weight gradient it takes: with ``small_maps``, while
+    gradients are recorded, the batched one for a large kernel on a small map (:func:`batched_pays`);
+    otherwise the shifted one with ``shifted`` (inside a compiled model), else aten's. The trainer's
+    patched layers and the supernet's sliced ones both call it."""
     if small_maps and torch.is_grad_enabled() and batched_pays(x.shape[-1], weight.shape[-1], stride):
         return DepthwiseConv.apply(x, weight, stride, padding, BATCHED)
+    if shifted:
+        return DepthwiseConv.apply(x, weight, stride, padding, SHIFTED)
     return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
 
 

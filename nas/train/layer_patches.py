@@ -11,7 +11,7 @@ model, its checkpoints and its export are untouched; only the kernels the traini
 * depthwise convolutions in a compiled model run through :class:`nas.train.depthwise.DepthwiseConv`
   with the shifted weight gradient, which inductor fuses; where ``small_maps`` is asked for (compiled
   or not), those with a large kernel on a small map use its batched weight gradient
-  (:func:`nas.train.depthwise.batched_pays`).
+  (:func:`nas.train.depthwise.depthwise_conv`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from nas.models.layers import SqueezeExcite, squeeze_excite_gate
-from nas.train.depthwise import BATCHED, SHIFTED, DepthwiseConv, batched_pays
+from nas.train.depthwise import depthwise_conv
 
 
 def is_depthwise(module: nn.Module) -> bool:
@@ -40,12 +40,8 @@ def _depthwise_forward(fp32: bool, shifted: bool, small_maps: bool) -> Callable[
     def forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
             x = x.float() if fp32 else x
-            stride, padding = module.stride[0], module.padding[0]
-            if module.bias is None:  # a BatchNorm-folded copy for evaluation has a bias
-                if small_maps and batched_pays(x.shape[-1], module.kernel_size[0], stride):
-                    return DepthwiseConv.apply(x, module.weight, stride, padding, BATCHED)
-                if shifted:
-                    return DepthwiseConv.apply(x, module.weight, stride, padding, SHIFTED)
+            if (shifted or small_maps) and module.bias is None:  # a BatchNorm-folded copy has a bias
+                return depthwise_conv(x, module.weight, module.stride[0], module.padding[0], small_maps, shifted)
             return type(module).forward(module, x)
     return forward
 
@@ -65,7 +61,7 @@ def _patchable_se(module: nn.Module) -> bool:
 def patched_layers(model: nn.Module, fp32: bool, shifted: bool, small_maps: bool = False) -> Iterator[None]:
     """Within the block, the model's squeeze-and-excitation layers run as matrix products, its grouped
     convolutions outside autocast in fp32 (``fp32``) and its depthwise ones through
-    :class:`DepthwiseConv`: those with a large kernel on a small map with the batched weight gradient
+    :func:`depthwise_conv`: those with a large kernel on a small map with the batched weight gradient
     (``small_maps``), the others with the shifted one (``shifted``). Each module's own ``forward`` is restored after."""
     patched = []
     for module in model.modules():

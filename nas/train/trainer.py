@@ -239,8 +239,8 @@ class _Loop:
         fp32 = self.precision == "bf16"
         compiled = compiled_model(self.model) if self.compiled else None
         self.compiled = compiled is not None
-        small_maps = small_map_depthwise()
-        patches.enter_context(patched_layers(self.model, fp32=fp32, shifted=self.compiled, small_maps=small_maps))
+        patches.enter_context(patched_layers(self.model, fp32=fp32, shifted=self.compiled,
+                                             small_maps=small_map_depthwise()))
         return compiled if compiled is not None else self.model
 
     def _first_step(self, batch: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
