@@ -13,6 +13,23 @@ sys.modules.setdefault("tests.conftest", sys.modules[__name__])
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# --- in parallel (pytest-xdist, ``-n auto`` in pyproject.toml) ----------------------------------------
+# Each worker is one process on one core: torch and every `nas` it starts run one thread by default, so
+# that two workers on 2 cores do not oversubscribe them (a test that sets its threads still does).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: a worker per core this process may use, at most 4 (each imports torch)."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The ``slow`` tests first (in their order), so that workers start the long ones early and finish
+    together rather than waiting on one long test at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 def load_benchmark(name: str):
     """The module of ``benchmarks/NAME.py`` (the benchmarks are scripts, not a package)."""

@@ -56,6 +56,7 @@ def test_adapting_refuses_bad_requests(foreign_tiny, tmp_path):
         adapt_table(source, done, samples=2, progress=False)
 
 
+@pytest.mark.slow
 def test_lut_adapt_cli(foreign_tiny, tmp_path):
     _, source = foreign_tiny
     result = run_cli("lut", "adapt", source, "--samples", "2", "--out", tmp_path / "c", "--json", "--no-progress")
@@ -67,6 +68,7 @@ def test_lut_adapt_cli(foreign_tiny, tmp_path):
     assert_one_line_error(run_cli("lut", "adapt", tmp_path / "nothing", "--out", tmp_path / "e"), "nothing")
 
 
+@pytest.mark.slow
 def test_adapting_for_a_device_behind_a_measurement_server(foreign_tiny, tmp_path):
     from tests.test_device_server import TOKEN, Server
 

@@ -14,6 +14,8 @@ from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 from tests.latency_helpers import SHIPPED_FASHION, as_this_machines_table
 
+# One worker runs this module's tests (pytest-xdist group), so that its pipeline fixture runs once.
+pytestmark = pytest.mark.xdist_group("test_run")
 
 
 def tiny_image_folder(root: Path, train: int = 24, test: int = 4) -> Path:

@@ -57,6 +57,7 @@ def test_wrong_password_is_one_line(tmp_path):
     assert "wrong-password" not in result.stderr
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_study_of_another_experiment_is_refused_and_untouched(tmp_path):
     import uuid

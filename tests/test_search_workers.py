@@ -34,7 +34,13 @@ def postgres_url() -> str | None:
         return None
 
 
-needs_postgres = pytest.mark.skipif(postgres_url() is None, reason="no PostgreSQL (set NAS_TEST_POSTGRES_URL)")
+_SKIP_WITHOUT_POSTGRES = pytest.mark.skipif(postgres_url() is None, reason="no PostgreSQL (set NAS_TEST_POSTGRES_URL)")
+
+
+def needs_postgres(test):
+    """Skipped without a server; run on one worker (pytest-xdist group), since these tests share the
+    database's public schema, whose Optuna tables the first of them creates."""
+    return pytest.mark.xdist_group("postgresql-public-schema")(_SKIP_WITHOUT_POSTGRES(test))
 
 
 def experiment_dict(name="workers", target_ms=0.05, strategy="random"):
@@ -128,6 +134,7 @@ def check_outcome(study, killed, survivor_pid):
     assert len(workers) == 2  # both workers did some of the work
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_two_workers_on_postgresql_one_killed(tmp_path):
     check_outcome(*kill_one_worker_mid_search(postgres_url(), tmp_path))

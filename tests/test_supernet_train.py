@@ -163,7 +163,7 @@ def test_a_supernet_of_another_space_or_a_corrupt_one_is_one_line(space, tmp_pat
 def test_kill_minus_9_then_rerun_continues_from_the_last_checkpoint(tmp_path):
     out = tmp_path / "sn"
     cmd = [sys.executable, "-m", "nas", "supernet", "train", str(ROOT / "experiments" / "tiny_test.yaml"),
-           "--epochs", "6", "--subset", "256", "--out", str(out), "--no-progress", "--json"]
+           "--epochs", "3", "--subset", "256", "--out", str(out), "--no-progress", "--json"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -176,7 +176,7 @@ def test_kill_minus_9_then_rerun_continues_from_the_last_checkpoint(tmp_path):
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
-    assert summary["resumed_from"] > 0 and summary["epochs"] == 6
+    assert summary["resumed_from"] > 0 and summary["epochs"] == 3
 
 
 def test_a_time_budget_stops_once_it_is_spent(space, tmp_path):
