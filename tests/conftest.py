@@ -21,8 +21,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
-    """``-n auto``: a worker per core this process may use, at most 4 (each imports torch)."""
-    return max(1, min(len(os.sched_getaffinity(0)), 4))
+    """``-n auto``: a worker per core (as the CLI counts them), at most 4 (each imports torch)."""
+    from nas.cli.args import cores
+
+    return min(cores(), 4)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
