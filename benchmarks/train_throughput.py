@@ -2,7 +2,7 @@
 
     python benchmarks/train_throughput.py [--network search_spaces/fashion_mnist.yaml] [--threads 2]
         [--batch-size 128] [--steps 10] [--rounds 5] [--precisions fp32 bf16] [--synthetic]
-        [--parts] [--compile]
+        [--parts] [--compile] [--depthwise]
 
 Both train the same network (seed 0) with the same threads and batch size on Fashion-MNIST held in
 memory (or random uint8 images with --synthetic). The plain loop is what one writes without tricks:
@@ -13,14 +13,17 @@ each trainer variant, again and again) and the medians are printed with their ra
 loop, after one warm-up round. The input pipeline alone is timed too: it must be far faster than
 training. ``--parts`` also times the optimizer step (for-loop, foreach, fused) and evaluation with
 and without BatchNorm folding; ``--compile`` adds the trainer with ``compile: on`` for each precision
-(its compiled steps; the compilation, timed once, is printed apart).
+(its compiled steps; the compilation, timed once, is printed apart); ``--depthwise`` adds the trainer
+compiled in the first precision with each depthwise weight gradient of :data:`DEPTHWISE` forced.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -73,22 +76,49 @@ class PlainLoop:
         return steps * self.batch_size / (time.perf_counter() - start)
 
 
+# The depthwise weight gradients --depthwise compares, as (shifted, small_maps) of
+# nas.train.layer_patches.patched_layers: the trainer picks one of them by the CPU (nas.train.cpu).
+DEPTHWISE = {"tap sum": (True, False), "oneDNN": (False, False), "batched product": (False, True),
+             "batched product + tap sum": (True, True)}
+
+
 class Trainer:
     """``nas.train.train`` for ``steps`` steps on the given model (images/s of its training steps; with
-    ``compile`` on, of the steps after the first, which compiles)."""
+    ``compile`` on, of the steps after the first, which compiles). ``depthwise`` (a key of
+    :data:`DEPTHWISE`) forces that depthwise weight gradient instead of the one the trainer picks."""
 
     def __init__(self, model: nn.Module, splits: DataSplits, batch_size: int, precision: str, threads: int,
-                 compile: str = "off"):
+                 compile: str = "off", depthwise: str | None = None):
         self.model, self.splits = model, splits
         self.config = dict(batch_size=batch_size, eval_every=None, precision=precision, threads=threads,
                            compile=compile)
         self.compiles = compile == "on"
+        self.depthwise = depthwise
 
     def run(self, steps: int) -> float:
-        result = train(self.model, self.splits, TrainConfig(steps=steps + self.compiles, **self.config), progress=False)
+        with forced_depthwise(self.depthwise):
+            result = train(self.model, self.splits, TrainConfig(steps=steps + self.compiles, **self.config),
+                           progress=False)
         if self.compiles and result.compile_seconds > 5:
             print(f"torch.compile ({self.config['precision']}): first step {result.compile_seconds:,.1f} s", flush=True)
         return result.images_per_sec
+
+
+@contextlib.contextmanager
+def forced_depthwise(name: str | None) -> Iterator[None]:
+    """Within the block, trainings take the depthwise weight gradient ``name`` (None: the trainer's pick)."""
+    if name is None:
+        yield
+        return
+    import nas.train.trainer as trainer
+
+    shifted, small_maps = DEPTHWISE[name]
+    own = trainer.patched_layers
+    trainer.patched_layers = lambda model, fp32, **_: own(model, fp32=fp32, shifted=shifted, small_maps=small_maps)
+    try:
+        yield
+    finally:
+        trainer.patched_layers = own
 
 
 def medians(contenders: dict, steps: int, rounds: int) -> dict[str, list[float]]:
@@ -178,6 +208,8 @@ def main() -> None:
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--parts", action="store_true", help="also time optimizer steps and evaluation")
     parser.add_argument("--compile", action="store_true", help="also time the trainer compiled (a minute or two to compile)")
+    parser.add_argument("--depthwise", action="store_true",
+                        help="also time the trainer compiled with each depthwise weight gradient (first precision)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     splits = synthetic() if args.synthetic else load_data("fashion-mnist")
@@ -195,6 +227,10 @@ def main() -> None:
             name = f"trainer {precision}" + (" compiled" if compile == "on" else "")
             contenders[name] = Trainer(build(args.network, splits), small, args.batch_size, precision, args.threads,
                                        compile)
+    if args.depthwise:
+        for name in DEPTHWISE:
+            contenders[f"trainer {args.precisions[0]} compiled, depthwise {name}"] = Trainer(
+                build(args.network, splits), small, args.batch_size, args.precisions[0], args.threads, "on", name)
     print_speeds(medians(contenders, args.steps, args.rounds))
     if args.parts:
         parts(args, splits)
