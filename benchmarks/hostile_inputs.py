@@ -1,5 +1,5 @@
 """Time and peak memory of refusing hostile inputs (issue 22): each case runs ``nas`` in a fresh
-process and prints its exit status, wall time and peak resident memory (ru_maxrss).
+process and prints its exit status, wall time and peak resident memory (its own: nas.process.peak_rss_kib).
 
     PYTHONPATH=. python3 benchmarks/hostile_inputs.py
 """
@@ -17,13 +17,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED_MAIN = """
-import resource, sys
+import sys
 from nas.cli import main
+from nas.process import peak_rss_kib
 try:
     status = main(sys.argv[1:])
 except SystemExit as exc:  # argparse
     status = exc.code
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(peak_rss_kib())
 sys.exit(status)
 """
 

@@ -30,7 +30,6 @@ import csv
 import hashlib
 import json
 import random
-import resource
 import sys
 import time
 from pathlib import Path
@@ -148,6 +147,7 @@ def main() -> int:
     from nas.experiment import load_experiment
     from nas.supernet.ranking import kendall_tau, spearman_rho
     from nas.supernet.score import score_candidate
+    from nas.process import peak_rss_kib
     from nas.threads import torch_threads
     from nas.train.cpu import cpu_model, resolve_scoring_precision
 
@@ -215,7 +215,7 @@ def main() -> int:
                                          if args.repeat else None),
         "seconds": cost,
         "seconds_per_candidate_scored": cost["supernet_score"] / len(rows),
-        "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_memory_mib": peak_rss_kib() / 1024,
         "rows": rows,
     }
     if args.json:

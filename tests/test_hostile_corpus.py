@@ -22,17 +22,18 @@ from nas.spec.arch import SpecError
 
 SPACE = yaml.safe_load((ROOT / "search_spaces" / "fashion_mnist.yaml").read_text())
 SPEC = mobilenetv3_small(num_classes=10, resolution=28, in_channels=1)
-TWO_GB_KB = 2 * 1024 * 1024  # ru_maxrss is in KiB on Linux
+TWO_GB_KB = 2 * 1024 * 1024  # peak_rss_kib() is in KiB
 
 # Runs the CLI in a fresh process and prints its peak memory (KiB) as the last stdout line.
 MEASURED_MAIN = """
-import resource, sys
+import sys
 from nas.cli import main
+from nas.process import peak_rss_kib
 try:
     status = main(sys.argv[1:])
 except SystemExit as exc:  # argparse
     status = exc.code
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(peak_rss_kib())
 sys.exit(status)
 """
 
@@ -41,6 +42,16 @@ def run_measured(*args) -> tuple[subprocess.CompletedProcess, int]:
     result = subprocess.run([sys.executable, "-c", MEASURED_MAIN, *map(str, args)], capture_output=True, text=True,
                             timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return result, int(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_child_reports_its_own_peak_memory_not_its_parents():
+    ballast = bytearray(600 * 1024 * 1024)
+    ballast[::4096] = b"\x01" * len(range(0, len(ballast), 4096))  # touch every page: 600 MiB resident here
+    code = "from nas.process import peak_rss_kib; print(peak_rss_kib())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    del ballast
+    assert 0 < int(out) < 300 * 1024
 
 
 def write_space(tmp_path: Path, text: str) -> Path:
