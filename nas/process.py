@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import sys
 from pathlib import Path
 
 
@@ -19,7 +20,5 @@ def peak_rss_kib() -> int:
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
-    import sys
-
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak // 1024 if sys.platform == "darwin" else peak
