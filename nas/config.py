@@ -133,6 +133,16 @@ def check_strategy_options(strategy: str, options: Any) -> None:
 
 # --- training ----------------------------------------------------------------------------------------
 
+# TrainConfig settings that change how a training runs but not what it computes: a saved training
+# state (or a supernet) is resumed whatever they are.
+RUN_ONLY_SETTINGS = ("threads", "evaluate_test", "compile", "eval_batch_size")
+
+
+def training_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A TrainConfig's fields (``dataclasses.asdict``) without :data:`RUN_ONLY_SETTINGS`."""
+    return {k: v for k, v in config.items() if k not in RUN_ONLY_SETTINGS}
+
+
 @dataclass
 class TrainConfig:
     """Training settings; exactly one of ``epochs`` and ``steps`` is the budget.
@@ -157,7 +167,7 @@ class TrainConfig:
     hflip: bool = True
     seed: int = 0
     threads: int | None = None
-    eval_batch_size: int = 512
+    eval_batch_size: int | None = None  # None: nas.train.cpu.eval_batch_size (by precision)
     eval_every: float | None = 1.0
     evaluate_test: bool = False
     channels_last: bool = True  # measured 2-3x faster training, ~6x faster eval on 2 cores
@@ -173,8 +183,7 @@ class TrainConfig:
         check_number("epochs", self.epochs, minimum=0, exclusive=True, maximum=MAX_EPOCHS)
         check_number("steps", self.steps, integer=True, minimum=1)
         check_number("batch_size", self.batch_size, integer=True, minimum=1, maximum=MAX_BATCH, optional=False)
-        check_number("eval_batch_size", self.eval_batch_size, integer=True, minimum=1, maximum=MAX_BATCH,
-                     optional=False)
+        check_number("eval_batch_size", self.eval_batch_size, integer=True, minimum=1, maximum=MAX_BATCH)
         check_text("optimizer", self.optimizer, OPTIMIZERS, what="optimizer")
         check_number("lr", self.lr, minimum=0, exclusive=True)
         check_number("weight_decay", self.weight_decay, minimum=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -81,8 +82,8 @@ def test_training_learns_and_saves_a_loadable_supernet(space, tmp_path, sampling
     assert payload["step"] == result.steps and payload["largest_spec_json"] == largest_spec(space).to_json()
     # each epoch's figure is the largest member scored as a candidate, not with the mixed running statistics
     config = settings().train
-    assert result.val_acc_largest == score_candidate(net, largest_spec(space), splits, batch_size=config.eval_batch_size,
-                                                     seed=config.seed, channels_last=config.channels_last)
+    assert result.val_acc_largest == score_candidate(net, largest_spec(space), splits, seed=config.seed,
+                                                     channels_last=config.channels_last)
 
 
 @pytest.mark.parametrize("kernel, reorder", [("crop", False), ("transform", True)])
@@ -134,6 +135,19 @@ def test_a_training_cut_mid_epoch_resumes_to_what_an_uninterrupted_one_trains(sp
     a, b = load_supernet(tmp_path / "whole", space), load_supernet(tmp_path / "cut", space)
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
+
+
+def test_a_finished_supernet_is_not_retrained_under_other_run_only_settings(space, tmp_path):
+    splits = toy_splits()
+    first = train_supernet(space, splits, settings(1), tmp_path / "sn", progress=False)
+    payload = read_supernet(tmp_path / "sn", space)
+    saved = json.loads(payload["settings_json"])
+    saved["train"]["eval_batch_size"] = 512  # as folders written when evaluation batches were 512
+    torch.save({**payload, "settings_json": json.dumps(saved)}, tmp_path / "sn" / "supernet.pt")
+    other = dataclasses.replace(settings(1), train=dataclasses.replace(settings(1).train, threads=2,
+                                                                        eval_batch_size=64, compile="off"))
+    again = train_supernet(space, splits, other, tmp_path / "sn", progress=False)
+    assert again.steps == first.steps and again.history == first.history
 
 
 def test_other_settings_or_data_on_the_same_folder_are_refused(space, tmp_path):

@@ -74,6 +74,29 @@ def test_state_of_another_training_is_not_resumed(tmp_path, capsys):
     assert "another training" in capsys.readouterr().err and result.steps == 24
 
 
+def test_a_state_resumes_under_other_run_only_settings(tmp_path, capsys):
+    """Threads, evaluation batch, test scoring and compiling do not change what is trained."""
+    splits, state = toy_splits(), tmp_path / STATE_FILE
+    with pytest.raises(Interrupt):
+        train(tiny_model(), splits, fast_config(), progress=False, report=stop_at(16), state_path=state)
+    other = fast_config(eval_batch_size=7, threads=2, evaluate_test=True, compile="off")
+    result = train(tiny_model(), splits, other, progress=True, state_path=state)
+    assert "at step 8/24" in capsys.readouterr().err and result.steps == 24
+
+
+def test_evaluation_batches_by_precision_and_scores_alike_at_any_batch_size():
+    from nas.train.cpu import EVAL_BATCH, autocast, eval_batch_size
+
+    assert eval_batch_size() == EVAL_BATCH["fp32"]
+    with autocast("bf16"):
+        assert eval_batch_size() == EVAL_BATCH["bf16"] != EVAL_BATCH["fp32"]
+    splits = toy_splits()
+    model = tiny_model()
+    train(model, splits, fast_config(steps=2), progress=False)  # part-way: neither none nor all right
+    accuracies = {evaluate(model, splits.val, batch_size) for batch_size in (None, 1, 5, 512)}
+    assert len(accuracies) == 1 and 0 < accuracies.pop() < 1
+
+
 class Payload:
     def __init__(self, marker):
         self.marker = str(marker)

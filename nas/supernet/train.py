@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.config import (SUPERNET_KERNELS, SUPERNET_SAMPLINGS, SettingError, check_flag, check_number, check_seed,
-                        check_text)
+                        check_text, training_identity)
 from nas.data import Augment, DataSplits, train_batches
 from nas.errors import NasError
 from nas.io import parse_json, write_atomic, write_text_atomic
@@ -155,6 +155,15 @@ def _saved_settings(payload: dict[str, Any], path: str | Path) -> dict[str, Any]
     if not isinstance(settings, dict):
         raise NasError(f"supernet checkpoint {path}: its settings are not a JSON object")
     return settings
+
+
+def _same_training(saved: dict[str, Any], settings: SupernetSettings) -> bool:
+    """Whether a checkpoint's settings are ``settings``, the recipe's run-only settings aside."""
+    def identity(values: dict[str, Any]) -> dict[str, Any]:
+        recipe = values.get("train")
+        return values | {"train": training_identity(recipe)} if isinstance(recipe, dict) else values
+
+    return identity(saved) == identity(json.loads(json.dumps(settings.to_dict())))
 
 
 def load_supernet(path: str | Path, space: SearchSpace) -> Supernet:
@@ -279,8 +288,8 @@ class _SupernetLoop:
         if self.settings.reorder:
             reorder_channels(self.net, optimizer)
         # the shared running statistics mix every member's: the largest is scored as any candidate is
-        val = score_candidate(self.net, self.largest, self.splits, batch_size=self.config.eval_batch_size,
-                              seed=self.config.seed, channels_last=self.config.channels_last)
+        val = score_candidate(self.net, self.largest, self.splits, seed=self.config.seed,
+                              channels_last=self.config.channels_last)
         epoch = self.step / self.per_epoch
         self.history.append({"step": self.step, "epoch": epoch, "train_loss": loss, "val_acc_largest": val,
                              "seconds": self.seconds})
@@ -355,7 +364,7 @@ def train_supernet(space: SearchSpace, splits: DataSplits, settings: SupernetSet
     optimizer = make_optimizer(net, settings.train)
     if path.exists():
         payload = read_supernet(path, space)
-        if _saved_settings(payload, path) != json.loads(json.dumps(settings.to_dict())):
+        if not _same_training(_saved_settings(payload, path), settings):
             raise NasError(f"{path} was trained with other settings (budget, sampling or recipe); use another --out "
                            "or delete it to start over")
         if payload.get("data_identity") != splits.identity():

@@ -89,6 +89,19 @@ def resolve_scoring_precision(precision: str, flags: frozenset[str] | None = Non
     return "bf16" if has_bf16(flags) else "fp32"
 
 
+# Evaluation's images per batch: about the same activation bytes in fp32 and in bf16, small enough for a
+# batch's activations to stay in the CPU's caches. Measured (AMD EPYC family 25 model 17, 2 threads, the
+# Fashion-MNIST baseline and 7 sampled members, 3,000 val images, BatchNorm folded): fp32 at 128 took 0.73x
+# the time of batches of 512 (median; 0.49-0.97x), 256 0.85x; bf16 autocast at 256 0.94x, at 128 1.05x.
+EVAL_BATCH = {"fp32": 128, "bf16": 256}
+
+
+def eval_batch_size() -> int:
+    """Images per evaluation batch for the precision in force (bf16 autocast on the CPU or not)."""
+    bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return EVAL_BATCH["bf16" if bf16 else "fp32"]
+
+
 def autocast(precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on the CPU for ``bf16``, nothing for ``fp32``."""
     return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()

@@ -22,11 +22,11 @@ import torch.nn as nn
 
 from nas.data import Augment, DataSplits, ImageDataset, eval_batches, train_batches
 from nas.errors import NasError
-from nas.config import TrainConfig
+from nas.config import TrainConfig, training_identity
 from nas.threads import torch_threads
 from nas.train.compiled import compiled_model, resolve_compile, warn_eager
 from nas.train.layer_patches import patched_layers
-from nas.train.cpu import autocast, small_map_depthwise, fused_supported, resolve_precision
+from nas.train.cpu import autocast, eval_batch_size, fused_supported, resolve_precision, small_map_depthwise
 from nas.train.resume import TrainState, fingerprint, load_state, save_state
 
 ReportFn = Callable[[int, float, float], bool]
@@ -78,9 +78,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 512, channels_last: bool = True,
+def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int | None = None, channels_last: bool = True,
              *, fold_bn: bool = True) -> float:
     """Top-1 accuracy in [0, 1] (eval mode, no augmentation); the model's mode is restored.
+
+    ``batch_size`` None: :func:`nas.train.cpu.eval_batch_size` for the precision in force.
 
     With ``channels_last`` the model's parameters are moved to that memory format in place
     (values unchanged): on CPU this is several times faster. With ``fold_bn`` a copy of the model
@@ -96,7 +98,7 @@ def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 512, cha
     correct = 0
     try:
         net = fold_batchnorm(model, channels_last) if fold_bn else model
-        for images, labels in eval_batches(dataset, batch_size, channels_last):
+        for images, labels in eval_batches(dataset, batch_size or eval_batch_size(), channels_last):
             correct += int((net(images).argmax(dim=1) == labels).sum())
     finally:
         model.train(was_training)
@@ -346,8 +348,8 @@ class _Loop:
                 val_acc=self.val_acc, history=self.history))
 
     def _fingerprint(self) -> str:
-        """What must match for a saved state to be resumed: config (but threads), data, network."""
-        config = {k: v for k, v in asdict(self.config).items() if k not in ("threads", "evaluate_test", "compile")}
+        """What must match for a saved state to be resumed: config (but the run-only settings), data, network."""
+        config = training_identity(asdict(self.config))
         return fingerprint({
             "config": config, "precision": self.precision, "total": self.total, "data": self.splits.identity(),
             "network": [[k, list(v.shape)] for k, v in self.model.state_dict().items()],
