@@ -20,7 +20,10 @@ longer, its repeat) and their seconds are appended to this CSV as soon as they a
 of the recipes and data that made them; a rerun reads the ones of the same key back and trains only
 what is missing (an interrupted run loses nothing; ``--repeat`` added later trains only the repeats).
 The supernet's scores are not kept: they take seconds, so every run scores the networks with the
-supernet it is given, and one ground truth serves any number of supernets.
+supernet it is given, and one ground truth serves any number of supernets. Without ``--supernet`` only
+the stand-alone trainings run (filling ``--rows``) and their agreement is printed. Each row names the CPU
+that trained it; the recipe key leaves out the settings that do not change a training (threads,
+evaluation batch), so rows from several machines make one ground truth.
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ def train_alone(spec, splits, config) -> float:
 STANDALONE = ("proxy", "longer", "longer_again")  # the stand-alone trainings --rows keeps
 # the cost line each run counts in (the second scoring only checks the scoring's noise: not a cost)
 COST_OF = {"supernet": "supernet_score", "proxy": "proxy", "longer": "longer", "longer_again": "longer"}
-ROW_FIELDS = ["recipe", "hash"] + [f"{key}{suffix}" for key in STANDALONE for suffix in ("", "_s")]
+# each row also names the CPU that trained it (accuracies and seconds differ a little between CPUs)
+ROW_FIELDS = ["recipe", "hash"] + [f"{key}{suffix}" for key in STANDALONE for suffix in ("", "_s")] + ["cpu"]
 
 
 def recipe_key(*parts) -> str:
@@ -99,7 +103,7 @@ def read_rows(path: Path | None, recipe: str) -> dict[str, dict]:
             rows = {}
             for r in reader:
                 if r["recipe"] == recipe:
-                    rows[r["hash"]] = {k: float(v) for k, v in r.items() if k not in ("recipe", "hash") and v}
+                    rows[r["hash"]] = {k: float(v) for k, v in r.items() if k not in ("recipe", "hash", "cpu") and v}
             return rows
     except (OSError, KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as exc:
         print(f"--rows {path}: not a CSV this benchmark wrote ({type(exc).__name__}); use another file", file=sys.stderr)
@@ -118,11 +122,12 @@ def append_row(path: Path | None, recipe: str, network: str, row: dict) -> None:
 
 
 def main() -> int:
-    from nas.config import SUPERNET_KERNELS, SUPERNET_SAMPLINGS
+    from nas.config import SUPERNET_KERNELS, SUPERNET_SAMPLINGS, training_identity
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("experiment")
-    p.add_argument("--supernet", required=True, metavar="DIR")
+    p.add_argument("--supernet", metavar="DIR", help="without it: only the stand-alone trainings (the ground "
+                   "truth, into --rows) and their agreement")
     p.add_argument("--supernet-epochs", type=float)
     p.add_argument("--supernet-minutes", type=float)
     p.add_argument("--sampling", choices=SUPERNET_SAMPLINGS, default="uniform")
@@ -160,7 +165,9 @@ def main() -> int:
     proxy_splits = splits if proxy_subset == args.subset else load_data(d.name, d.data_dir, d.val_fraction, d.seed,
                                                                           proxy_subset)
     space = experiment.load_space()
-    net, supernet_seconds, trained_with = supernet_for(args, experiment, space, splits)
+    truth_only = args.supernet is None
+    net, supernet_seconds, trained_with = (None, 0.0, None) if truth_only else supernet_for(args, experiment, space,
+                                                                                           splits)
     specs = sample_networks(space, args.networks, args.seed)
     score = experiment.supernet_config
     bn_batches = args.bn_batches or score.bn_batches
@@ -171,14 +178,14 @@ def main() -> int:
     def supernet_score(spec, seed):
         return score_candidate(net, spec, splits, bn_batches, score.batch_size, seed, precision=score.precision)
 
-    runs = {"supernet": lambda spec: supernet_score(spec, score.seed),
-            "supernet_again": lambda spec: supernet_score(spec, score.seed + 1),
-            "proxy": lambda spec: train_alone(spec, proxy_splits, proxy),
-            "longer": lambda spec: train_alone(spec, splits, longer)}
+    runs = {} if truth_only else {"supernet": lambda spec: supernet_score(spec, score.seed),
+                                  "supernet_again": lambda spec: supernet_score(spec, score.seed + 1)}
+    runs |= {"proxy": lambda spec: train_alone(spec, proxy_splits, proxy),
+             "longer": lambda spec: train_alone(spec, splits, longer)}
     if args.repeat:
         runs["longer_again"] = lambda spec: train_alone(spec, splits, again)
     recipe = recipe_key(dataclasses.asdict(d), args.subset, proxy_subset, dataclasses.asdict(proxy),
-                        dataclasses.asdict(longer))
+                        training_identity(dataclasses.asdict(longer)))
     done = read_rows(args.rows, recipe)
     rows, cost = [], {"supernet_train": supernet_seconds, "supernet_score": 0.0, "proxy": 0.0, "longer": 0.0}
     with torch_threads(proxy.threads):
@@ -190,54 +197,62 @@ def main() -> int:
                 row[key] = runs[key](spec)
                 row[f"{key}_s"] = time.perf_counter() - t0
             if set(missing) & set(STANDALONE):
-                append_row(args.rows, recipe, spec.hash, row)
+                append_row(args.rows, recipe, spec.hash, row | {"cpu": cpu_model()})
             for key in runs.keys() & COST_OF.keys():
                 cost[COST_OF[key]] += row[f"{key}_s"]
             rows.append(row)
             print(f"[{i + 1}/{len(specs)}] {spec.hash} " + " ".join(f"{key} {row[key]:.4f}" for key in runs),
                   file=sys.stderr, flush=True)
-    sup = [r["supernet"] for r in rows]
     result = {
         "cpu": cpu_model(), "threads": torch.get_num_threads() if proxy.threads is None else proxy.threads,
         "networks": len(rows), "data": experiment.data.name, "train_images": len(splits.train),
         "proxy_train_images": len(proxy_splits.train),
-        "supernet_settings": {k: trained_with[k] for k in ("sampling", "kernel", "reorder", "minutes")},
-        "bn_batches": bn_batches, "score_precision": resolve_scoring_precision(score.precision),
         "proxy_recipe": dataclasses.asdict(proxy) | {"evaluate_test": False},
         "longer_epochs": args.epochs,
-        "kendall_tau_vs_proxy": kendall_tau(sup, [r["proxy"] for r in rows]),
-        "spearman_rho_vs_proxy": spearman_rho(sup, [r["proxy"] for r in rows]),
-        "kendall_tau_vs_longer": kendall_tau(sup, [r["longer"] for r in rows]),
-        "spearman_rho_vs_longer": spearman_rho(sup, [r["longer"] for r in rows]),
         "kendall_tau_proxy_vs_longer": kendall_tau([r["proxy"] for r in rows], [r["longer"] for r in rows]),
-        "kendall_tau_supernet_vs_rescored": kendall_tau(sup, [r["supernet_again"] for r in rows]),
         "kendall_tau_longer_vs_repeat": (kendall_tau([r["longer"] for r in rows], [r["longer_again"] for r in rows])
                                          if args.repeat else None),
         "seconds": cost,
-        "seconds_per_candidate_scored": cost["supernet_score"] / len(rows),
         "peak_memory_mib": peak_rss_kib() / 1024,
         "rows": rows,
     }
+    if not truth_only:
+        sup = [r["supernet"] for r in rows]
+        result |= {
+            "supernet_settings": {k: trained_with[k] for k in ("sampling", "kernel", "reorder", "minutes")},
+            "bn_batches": bn_batches, "score_precision": resolve_scoring_precision(score.precision),
+            "kendall_tau_vs_proxy": kendall_tau(sup, [r["proxy"] for r in rows]),
+            "spearman_rho_vs_proxy": spearman_rho(sup, [r["proxy"] for r in rows]),
+            "kendall_tau_vs_longer": kendall_tau(sup, [r["longer"] for r in rows]),
+            "spearman_rho_vs_longer": spearman_rho(sup, [r["longer"] for r in rows]),
+            "kendall_tau_supernet_vs_rescored": kendall_tau(sup, [r["supernet_again"] for r in rows]),
+            "seconds_per_candidate_scored": cost["supernet_score"] / len(rows),
+        }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"CPU: {result['cpu']}, {result['threads']} threads; {len(rows)} networks, data {d.name} "
           f"({len(splits.train):,} training images for the supernet and the longer trainings, "
-          f"{len(proxy_splits.train):,} for the proxies), supernet sampling {trained_with['sampling']}, "
-          f"kernel {trained_with['kernel']}{', re-ordered channels' if trained_with['reorder'] else ''}, "
-          f"BN recalibration on {bn_batches} batches, scoring in {result['score_precision']}")
+          f"{len(proxy_splits.train):,} for the proxies)" + ("" if truth_only else
+          f", supernet sampling {trained_with['sampling']}, kernel {trained_with['kernel']}"
+          f"{', re-ordered channels' if trained_with['reorder'] else ''}, BN recalibration on {bn_batches} batches, "
+          f"scoring in {result['score_precision']}"))
     print(f"{'':<26}{'Kendall tau':>12}{'Spearman rho':>14}")
-    print(f"{'supernet vs proxy':<26}{result['kendall_tau_vs_proxy']:>12.3f}{result['spearman_rho_vs_proxy']:>14.3f}")
-    print(f"{'supernet vs longer':<26}{result['kendall_tau_vs_longer']:>12.3f}"
-          f"{result['spearman_rho_vs_longer']:>14.3f}")
+    if not truth_only:
+        for versus in ("proxy", "longer"):
+            print(f"{'supernet vs ' + versus:<26}{result['kendall_tau_vs_' + versus]:>12.3f}"
+                  f"{result['spearman_rho_vs_' + versus]:>14.3f}")
     print(f"{'proxy vs longer':<26}{result['kendall_tau_proxy_vs_longer']:>12.3f}")
-    print(f"{'supernet vs its rescoring':<26}{result['kendall_tau_supernet_vs_rescored']:>12.3f}  (BatchNorm "
-          f"recalibrated on the batches of seeds {score.seed} and {score.seed + 1}: the scoring's own agreement)")
+    if not truth_only:
+        print(f"{'supernet vs its rescoring':<26}{result['kendall_tau_supernet_vs_rescored']:>12.3f}  (BatchNorm "
+              f"recalibrated on the batches of seeds {score.seed} and {score.seed + 1}: the scoring's own agreement)")
     if args.repeat:
         print(f"{'longer vs its repeat':<26}{result['kendall_tau_longer_vs_repeat']:>12.3f}  (seeds "
               f"{longer.seed} and {again.seed}: the ground truth's own agreement)")
-    print(f"cost (s): supernet training {cost['supernet_train']:.1f}, supernet scoring {cost['supernet_score']:.1f} "
-          f"({result['seconds_per_candidate_scored']:.2f} s per candidate), proxy trainings {cost['proxy']:.1f}, "
+    scoring = "" if truth_only else (
+        f"supernet training {cost['supernet_train']:.1f}, supernet scoring {cost['supernet_score']:.1f} "
+        f"({result['seconds_per_candidate_scored']:.2f} s per candidate), ")
+    print(f"cost (s): {scoring}proxy trainings {cost['proxy']:.1f}, "
           f"{args.epochs:g}-epoch trainings {cost['longer']:.1f}" + (" (two seeds)" if args.repeat else ""))
     print(f"peak memory: {result['peak_memory_mib']:.0f} MiB")
     return 0
