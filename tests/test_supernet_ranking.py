@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from nas.supernet.ranking import kendall_tau, spearman_rho
+from nas.supernet.ranking import kendall_tau, kendall_tau_interval, spearman_rho
 
 
 def test_perfect_reversed_and_known_values():
@@ -21,3 +21,25 @@ def test_ties_match_pandas_tau_b_and_spearman():
     s = pd.DataFrame({"a": a, "b": b})
     assert kendall_tau(a, b) == pytest.approx(s.corr(method="kendall").loc["a", "b"])
     assert spearman_rho(a, b) == pytest.approx(s.corr(method="spearman").loc["a", "b"])
+
+
+def test_tau_interval_brackets_the_estimate_and_narrows_with_more_networks():
+    import random
+
+    assert kendall_tau_interval([1, 2, 3, 4, 5], [2, 4, 6, 8, 10]) == (1.0, 1.0)  # every resample agrees fully
+    rng = random.Random(3)
+    widths = []
+    for n in (30, 200):
+        a = [rng.random() for _ in range(n)]
+        b = [x + rng.gauss(0, 0.3) for x in a]
+        low, high = kendall_tau_interval(a, b, resamples=200)
+        assert low < kendall_tau(a, b) < high
+        assert kendall_tau_interval(a, b, resamples=200) == (low, high)  # seeded
+        widths.append(high - low)
+    assert 0.15 < widths[0] < 0.6 and widths[1] < widths[0] / 2  # about 1/sqrt(n)
+
+
+@pytest.mark.parametrize("kwargs", [{"level": 1.0}, {"level": 0}, {"resamples": 0}])
+def test_tau_interval_refuses_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        kendall_tau_interval([1, 2, 3], [1, 2, 3], **kwargs)

@@ -1,32 +1,25 @@
-"""Rank agreement without scipy: Kendall's tau-b (pandas needs scipy for it) and Spearman's rho (pandas)."""
+"""Rank agreement without scipy: Kendall's tau-b (pandas needs scipy for it) and Spearman's rho (pandas), and how
+far a tau measured on a few networks can be trusted (a bootstrap interval over the networks)."""
 
 from __future__ import annotations
 
 import math
+import random
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
-
-
-def _sign(x: float) -> int:
-    return (x > 0) - (x < 0)
 
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     """Kendall's tau-b of two equally long sequences (NaN when either is constant)."""
     if len(a) != len(b):
         raise ValueError("kendall_tau: the sequences differ in length")
-    concordant = ties_a = ties_b = 0
-    pairs = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            sa, sb = _sign(a[i] - a[j]), _sign(b[i] - b[j])
-            pairs += 1
-            concordant += sa * sb
-            ties_a += sa == 0
-            ties_b += sb == 0
-    denominator = math.sqrt((pairs - ties_a) * (pairs - ties_b))
-    return concordant / denominator if denominator else float("nan")
+    upper = np.triu_indices(len(a), k=1)  # every pair once
+    sa = np.sign(np.subtract.outer(np.asarray(a, float), np.asarray(a, float)))[upper]
+    sb = np.sign(np.subtract.outer(np.asarray(b, float), np.asarray(b, float)))[upper]
+    denominator = math.sqrt(float(np.count_nonzero(sa)) * float(np.count_nonzero(sb)))
+    return float(np.dot(sa, sb)) / denominator if denominator else float("nan")
 
 
 def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float:
@@ -34,3 +27,28 @@ def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float:
     if len(a) != len(b):
         raise ValueError("spearman_rho: the sequences differ in length")
     return float(pd.Series(a, dtype=float).corr(pd.Series(b, dtype=float), method="spearman"))
+
+
+def kendall_tau_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95, resamples: int = 1000,
+                         seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``kendall_tau(a, b)``: the networks are resampled with replacement
+    ``resamples`` times (seeded). On 30 networks it spans about +-0.25 around a tau near 0 (+-0.15 near
+    0.6): a tau measured on so few networks is a rough figure, and two taus closer than that are not
+    told apart."""
+    if len(a) != len(b):
+        raise ValueError("kendall_tau_interval: the sequences differ in length")
+    if not 0 < level < 1 or resamples < 1:
+        raise ValueError("kendall_tau_interval: level must lie in (0, 1) and resamples be positive")
+    rng, n = random.Random(seed), len(a)
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    taus = []
+    for _ in range(resamples):
+        picked = [rng.randrange(n) for _ in range(n)]
+        tau = kendall_tau(a[picked], b[picked])
+        if not math.isnan(tau):
+            taus.append(tau)
+    if not taus:
+        return float("nan"), float("nan")
+    taus.sort()
+    tail = (1 - level) / 2
+    return taus[int(tail * len(taus))], taus[min(len(taus) - 1, int((1 - tail) * len(taus)))]
