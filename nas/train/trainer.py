@@ -125,7 +125,8 @@ def fold_batchnorm(model: nn.Module, channels_last: bool = True) -> nn.Module:
     return folded.to(memory_format=torch.channels_last) if channels_last else folded
 
 
-def _progress(total: int, enabled: bool, initial: int = 0):
+def progress_bar(total: int | None, enabled: bool, initial: int = 0):
+    """A tqdm bar of steps, shown only on a terminal (the one-line-per-epoch report serves the rest)."""
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, unit="step", disable=None if enabled else True, dynamic_ncols=True,
@@ -211,7 +212,7 @@ class _Loop:
         batches = train_batches(self.splits.train, config.batch_size, generator, augment, config.channels_last)
         criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         stopped, start, session_start = False, time.perf_counter(), self.step
-        bar = _progress(self.total, self.progress, self.step)
+        bar = progress_bar(self.total, self.progress, self.step)
         model.train()
         with contextlib.ExitStack() as patches:
             self.forward = self._forward(patches)
