@@ -15,8 +15,9 @@ seconds are read from DIR/supernet.json); when DIR holds none (or an unfinished 
 Every network is scored twice, with BatchNorm recalibrated on the batches of two seeds, and the
 agreement of the two is printed: how much of the supernet's order is the scoring's own noise.
 ``--repeat``: each longer training runs a second time with the next seed, and the agreement of the two
-(Kendall tau) is printed: how well the ground truth ranks itself, the ceiling of any predictor's tau;
-the supernet and the proxy are then also ranked against the mean of the two seeds.
+(Kendall tau) is printed: how well the ground truth ranks itself, and from it the tau a perfect predictor
+would reach against one training and against the mean of the two seeds (:func:`nas.supernet.ranking.tau_ceiling`);
+the supernet and the proxy are then also ranked against that mean.
 ``--rows FILE``: the ground truth kept across runs. Each network's stand-alone accuracies (proxy,
 longer, its repeat) and their seconds are appended to this CSV as soon as they are known, under a key
 of the recipes and data that made them; a rerun reads the ones of the same key back and trains only
@@ -34,6 +35,7 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 import random
 import sys
 import time
@@ -152,7 +154,7 @@ def main() -> int:
 
     from nas.data import load_data
     from nas.experiment import load_experiment
-    from nas.supernet.ranking import kendall_tau, kendall_tau_interval, spearman_rho
+    from nas.supernet.ranking import kendall_tau, kendall_tau_interval, spearman_rho, tau_ceiling
     from nas.supernet.score import score_candidate
     from nas.process import peak_rss_kib
     from nas.threads import torch_threads
@@ -222,6 +224,11 @@ def main() -> int:
         agree("supernet vs its rescoring", [r["supernet"] for r in rows], [r["supernet_again"] for r in rows], rho=False)
     if args.repeat:
         agree("longer vs its repeat", [r["longer"] for r in rows], [r["longer_again"] for r in rows], rho=False)
+    ceilings = {}  # what a perfect predictor would reach against each ground truth
+    if args.repeat:
+        tau_repeat = agreement["longer vs its repeat"][0]
+        if math.isfinite(tau_repeat):
+            ceilings = {"longer": tau_ceiling(tau_repeat), "mean of both seeds": tau_ceiling(tau_repeat, seeds=2)}
     result = {
         "cpu": cpu_model(), "threads": torch.get_num_threads() if proxy.threads is None else proxy.threads,
         "networks": len(rows), "data": experiment.data.name, "train_images": len(splits.train),
@@ -230,6 +237,7 @@ def main() -> int:
         "longer_epochs": args.epochs,
         "agreement": {name: {"kendall_tau": tau, "kendall_tau_95": list(interval), "spearman_rho": rho}
                       for name, (tau, interval, rho) in agreement.items()},
+        "perfect_predictor_tau": ceilings,
         "seconds": cost,
         "peak_memory_mib": peak_rss_kib() / 1024,
         "rows": rows,
@@ -256,6 +264,9 @@ def main() -> int:
     for name, (tau, (low, high), rho) in agreement.items():
         print(f"{name:<36}{tau:>12.3f}{f'({low:.2f}, {high:.2f})':>18}{'' if rho is None else f'{rho:.3f}':>14}"
               + (f"  ({notes[name]})" if name in notes else ""))
+    for name, tau in ceilings.items():
+        print(f"a perfect predictor vs {name}: Kendall tau about {tau:.2f} (from the repeat's agreement, "
+              "for normally distributed noise: the ceiling of any predictor's tau against it)")
     scoring = "" if truth_only else (
         f"supernet training {cost['supernet_train']:.1f}, supernet scoring {cost['supernet_score']:.1f} "
         f"({result['seconds_per_candidate_scored']:.2f} s per candidate), ")

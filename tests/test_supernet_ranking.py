@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from nas.supernet.ranking import kendall_tau, kendall_tau_interval, spearman_rho
+from nas.supernet.ranking import kendall_tau, kendall_tau_interval, spearman_rho, tau_ceiling
 
 
 def test_perfect_reversed_and_known_values():
@@ -43,3 +43,17 @@ def test_tau_interval_brackets_the_estimate_and_narrows_with_more_networks():
 def test_tau_interval_refuses_bad_settings(kwargs):
     with pytest.raises(ValueError):
         kendall_tau_interval([1, 2, 3], [1, 2, 3], **kwargs)
+
+
+def test_tau_ceiling_is_what_a_perfect_predictor_reaches_against_noisy_trainings():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    quality = rng.normal(size=1500)  # the networks' true quality, and two noisy trainings of each
+    first, second = (quality + rng.normal(scale=0.8, size=quality.size) for _ in range(2))
+    tau_repeat = kendall_tau(first, second)
+    assert tau_ceiling(tau_repeat) == pytest.approx(kendall_tau(quality, first), abs=0.03)
+    assert tau_ceiling(tau_repeat, seeds=2) == pytest.approx(kendall_tau(quality, (first + second) / 2), abs=0.03)
+    assert tau_ceiling(1.0) == 1.0 and tau_ceiling(0.0) == 0.0 and tau_ceiling(-0.2) == 0.0
+    with pytest.raises(ValueError):
+        tau_ceiling(1.5)

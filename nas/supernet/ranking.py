@@ -52,3 +52,18 @@ def kendall_tau_interval(a: Sequence[float], b: Sequence[float], level: float = 
     taus.sort()
     tail = (1 - level) / 2
     return taus[int(tail * len(taus))], taus[min(len(taus) - 1, int((1 - tail) * len(taus)))]
+
+
+def tau_ceiling(tau_repeat: float, seeds: int = 1) -> float:
+    """The Kendall tau a perfect predictor would reach against the mean of ``seeds`` trainings per network,
+    given ``tau_repeat``, the tau between two trainings of the same networks (seeds s and s + 1).
+
+    For normally distributed figures tau = (2 / pi) asin(r) (Greiner's relation), so two trainings
+    correlate at r1 = sin(pi tau_repeat / 2): the share of one training's variance that is the
+    networks' own. The mean of k trainings keeps k r1 / (1 + (k - 1) r1) (Spearman-Brown), and a
+    predictor that knew the networks' true quality would correlate with it at the square root of that."""
+    if not -1 <= tau_repeat <= 1 or seeds < 1:
+        raise ValueError("tau_ceiling: tau_repeat must lie in [-1, 1] and seeds be positive")
+    r1 = max(0.0, math.sin(math.pi * tau_repeat / 2))
+    reliability = seeds * r1 / (1 + (seeds - 1) * r1)
+    return 2 / math.pi * math.asin(math.sqrt(reliability))
