@@ -55,8 +55,7 @@ from nas.supernet.score import score_candidate
 from nas.threads import torch_threads
 from nas.train import TrainConfig, lr_at
 from nas.train.checkpoint import check_checkpoint_file, load_weights_only
-from nas.train.trainer import progress_bar
-from nas.train.trainer import epoch_line, make_optimizer
+from nas.train.trainer import epoch_line, make_optimizer, progress_bar
 
 FORMAT = "nas-supernet/1"
 CHECKPOINT = "supernet.pt"
