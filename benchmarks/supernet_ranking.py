@@ -222,10 +222,9 @@ def main() -> int:
     if not truth_only:
         agree("supernet vs proxy", [r["supernet"] for r in rows], [r["proxy"] for r in rows])
         agree("supernet vs its rescoring", [r["supernet"] for r in rows], [r["supernet_again"] for r in rows], rho=False)
-    if args.repeat:
-        agree("longer vs its repeat", [r["longer"] for r in rows], [r["longer_again"] for r in rows], rho=False)
     ceilings = {}  # what a perfect predictor would reach against each ground truth
     if args.repeat:
+        agree("longer vs its repeat", [r["longer"] for r in rows], [r["longer_again"] for r in rows], rho=False)
         tau_repeat = agreement["longer vs its repeat"][0]
         if math.isfinite(tau_repeat):
             ceilings = {"longer": tau_ceiling(tau_repeat), "mean of both seeds": tau_ceiling(tau_repeat, seeds=2)}
