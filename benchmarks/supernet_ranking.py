@@ -2,8 +2,9 @@
 experiment's space are each scored by the supernet (inherited slice + BatchNorm recalibration) and
 trained on their own, with the experiment's proxy recipe and with a longer one (``--epochs`` of its
 full-training recipe). Prints Kendall's tau (with a 95 % bootstrap interval over the networks: on 30
-networks about +-0.25) and Spearman's rho of the supernet's val accuracy against each, the cost of each
-path, the seconds per candidate scored and the peak memory.
+networks about +-0.25) and Spearman's rho of the supernet's val accuracy against each, and of its val
+likelihood (exp(-loss), the score of ``supernet.metric: likelihood``; the same scoring pass gives both),
+the cost of each path, the seconds per candidate scored and the peak memory.
 
     PYTHONPATH=. python3 benchmarks/supernet_ranking.py experiments/fashion_mnist.yaml \\
         --supernet runs/supernet --supernet-minutes 60 --networks 30 --epochs 3
@@ -17,7 +18,8 @@ agreement of the two is printed: how much of the supernet's order is the scoring
 ``--repeat``: each longer training runs a second time with the next seed, and the agreement of the two
 (Kendall tau) is printed: how well the ground truth ranks itself, and from it the tau a perfect predictor
 would reach against one training and against the mean of the two seeds (:func:`nas.supernet.ranking.tau_ceiling`);
-the supernet and the proxy are then also ranked against that mean.
+the supernet and the proxy are then also ranked against that mean. Each ground truth is also ranked by
+the networks' MAdds and parameter counts: what a predictor that knows only a network's size reaches.
 ``--rows FILE``: the ground truth kept across runs. Each network's stand-alone accuracies (proxy,
 longer, its repeat) and their seconds are appended to this CSV as soon as they are known, under a key
 of the recipes and data that made them; a rerun reads the ones of the same key back and trains only
@@ -157,7 +159,9 @@ def main() -> int:
     from nas.supernet.ranking import kendall_tau, kendall_tau_interval, spearman_rho, tau_ceiling
     from nas.supernet.score import score_candidate
     from nas.process import peak_rss_kib
+    from nas.spec.count import count_madds, count_params
     from nas.threads import torch_threads
+    from nas.train import Validation
     from nas.train.cpu import cpu_model, resolve_scoring_precision
 
     experiment = load_experiment(args.experiment, check_files=False)
@@ -198,8 +202,12 @@ def main() -> int:
             missing = [key for key in runs if key not in STANDALONE or f"{key}_s" not in row]
             for key in missing:
                 t0 = time.perf_counter()
-                row[key] = runs[key](spec)
+                figure = runs[key](spec)
                 row[f"{key}_s"] = time.perf_counter() - t0
+                if isinstance(figure, Validation):  # a supernet's score: its accuracy and its likelihood
+                    row[key], row[f"{key}_likelihood"] = figure.accuracy, figure.likelihood
+                else:
+                    row[key] = figure
             if set(missing) & set(STANDALONE):
                 append_row(args.rows, recipe, spec.hash, row | {"cpu": cpu_model()})
             for key in runs.keys() & COST_OF.keys():
@@ -215,13 +223,19 @@ def main() -> int:
     def agree(name, a, b, rho=True):
         agreement[name] = (kendall_tau(a, b), kendall_tau_interval(a, b), spearman_rho(a, b) if rho else None)
 
+    size = {"MAdds": [count_madds(spec) for spec in specs], "params": [count_params(spec) for spec in specs]}
     for name, acc in truth.items():
         if not truth_only:
             agree(f"supernet vs {name}", [r["supernet"] for r in rows], acc)
+            agree(f"supernet likelihood vs {name}", [r["supernet_likelihood"] for r in rows], acc)
         agree(f"proxy vs {name}", [r["proxy"] for r in rows], acc, rho=False)
+        for measure, values in size.items():  # predictors that know only a network's size, for scale
+            agree(f"{measure} vs {name}", values, acc, rho=False)
     if not truth_only:
         agree("supernet vs proxy", [r["supernet"] for r in rows], [r["proxy"] for r in rows])
-        agree("supernet vs its rescoring", [r["supernet"] for r in rows], [r["supernet_again"] for r in rows], rho=False)
+        for figure in ("supernet", "supernet_likelihood"):
+            agree(f"{figure.replace('_', ' ')} vs its rescoring", [r[figure] for r in rows],
+                  [r[figure.replace("supernet", "supernet_again")] for r in rows], rho=False)
     ceilings = {}  # what a perfect predictor would reach against each ground truth
     if args.repeat:
         agree("longer vs its repeat", [r["longer"] for r in rows], [r["longer_again"] for r in rows], rho=False)
@@ -258,6 +272,7 @@ def main() -> int:
           f"scoring in {result['score_precision']}"))
     notes = {"supernet vs its rescoring": f"BatchNorm recalibrated on the batches of seeds {score.seed} and "
                                           f"{score.seed + 1}: the scoring's own agreement",
+             "supernet likelihood vs longer": "the supernet's val likelihood, exp(-loss), in place of its accuracy",
              "longer vs its repeat": f"seeds {longer.seed} and {again.seed}: the ground truth's own agreement"}
     print(f"{'':<36}{'Kendall tau':>12}{'(95 % interval)':>18}{'Spearman rho':>14}")
     for name, (tau, (low, high), rho) in agreement.items():

@@ -33,6 +33,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_CHOICES = ("auto", "on", "off")
 SUPERNET_SAMPLINGS = ("uniform", "sandwich")  # nas supernet train --sampling
 SUPERNET_KERNELS = ("crop", "transform")  # nas supernet train --kernel
+# supernet.metric: the score a supernet gives a candidate (nas.supernet.score; nas.train.Validation)
+SUPERNET_METRICS = ("accuracy", "likelihood")
 
 SELECTIONS = ("ratio", "accuracy")
 # NetAdapt's fine-tuning learning rates (short, long) per optimizer: a tenth and a fifth of its training default
@@ -322,13 +324,17 @@ def check_evaluator(field: str, value: Any) -> None:
 class SupernetScoreConfig:
     """Scoring candidates with a trained supernet: ``path`` is the folder of ``supernet.pt``; BatchNorm is
     recalibrated on ``bn_batches`` training batches of ``batch_size`` (seeded by ``seed``); ``precision``
-    of the recalibration and validation (``auto``: see nas.train.cpu.resolve_scoring_precision)."""
+    of the recalibration and validation (``auto``: see nas.train.cpu.resolve_scoring_precision);
+    ``metric``, the score the reward takes as the candidate's accuracy: ``accuracy`` (top-1 on the val
+    split) or ``likelihood`` (exp of minus the val loss: the geometric mean of the probability given to
+    the true class)."""
 
     path: str | None = None
     bn_batches: int = 8
     batch_size: int = 256
     seed: int = 0
     precision: str = "auto"
+    metric: str = "accuracy"
 
     def __post_init__(self) -> None:
         check_text("path", self.path, optional=True)
@@ -336,3 +342,4 @@ class SupernetScoreConfig:
         check_number("batch_size", self.batch_size, integer=True, minimum=1, maximum=MAX_BATCH, optional=False)
         check_seed("seed", self.seed)
         check_text("precision", self.precision, PRECISIONS, what="precision")
+        check_text("metric", self.metric, SUPERNET_METRICS, what="metric")

@@ -250,13 +250,14 @@ class SupernetSection:
     batch_size: int = 256
     seed: int = 0
     precision: str = "auto"
+    metric: str = "accuracy"
 
     def validate(self) -> None:
         self.config()
 
     def config(self) -> SupernetScoreConfig:
         return SupernetScoreConfig(path=self.path, bn_batches=self.bn_batches, batch_size=self.batch_size,
-                                   seed=self.seed, precision=self.precision)
+                                   seed=self.seed, precision=self.precision, metric=self.metric)
 
 
 # The sections an experiment file may have: name -> dataclass (its fields are the allowed keys).

@@ -97,5 +97,8 @@ def test_the_supernet_section_is_built_once_and_its_path_is_resolved(tmp_path):
         load_experiment(write(tmp_path, search={"evaluator": "supernet"}))
     with pytest.raises(NasError, match="supernet.bn_batches"):
         load_experiment(write(tmp_path, supernet={"bn_batches": 0}))
+    assert load_experiment(write(tmp_path, supernet={"metric": "likelihood"})).supernet_config.metric == "likelihood"
+    with pytest.raises(NasError, match="supernet.metric: unknown metric 'loss'"):
+        load_experiment(write(tmp_path, supernet={"metric": "loss"}))
     with pytest.raises(NasError, match="search.evaluator"):
         load_experiment(write(tmp_path, search={"evaluator": "oracle"}))

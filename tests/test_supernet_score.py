@@ -13,7 +13,7 @@ from nas.supernet.model import Supernet, extract
 from nas.supernet.score import recalibrate_batchnorm, score_candidate
 from nas.supernet.train import SupernetSettings, load_supernet, train_supernet
 from nas.threads import torch_threads
-from nas.train import TrainConfig
+from nas.train import TrainConfig, validate
 from tests.conftest import assert_one_line_error, run_main
 from tests.supernet_helpers import write_super_space
 from tests.test_trainer import toy_splits
@@ -37,14 +37,17 @@ def test_recalibration_gives_the_plain_average_of_the_batches_statistics(tmp_pat
     assert model.stem.bn.momentum == 0.1 and not model.training  # the mode is restored
 
 
-def test_score_is_deterministic_and_an_accuracy(tmp_path):
+def test_score_is_deterministic_and_the_recalibrated_slices_validation(tmp_path):
     space = load_space(write_super_space(tmp_path))
     splits = toy_splits()
     torch.manual_seed(0)
     net = Supernet(space)
     a = score_candidate(net, space.baseline, splits, bn_batches=2, batch_size=32)
     b = score_candidate(net, space.baseline, splits, bn_batches=2, batch_size=32)
-    assert a == b and 0.0 <= a <= 1.0
+    assert a == b and 0.0 <= a.accuracy <= 1.0 and a.loss > 0
+    model = extract(net, space.baseline)
+    recalibrate_batchnorm(model, splits, 2, 32)
+    assert a == validate(model, splits.val)
 
 
 @pytest.fixture
@@ -65,8 +68,12 @@ def supernet_experiment(tiny_test_experiment, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_supernet_search_completes_with_the_supernets_accuracies(supernet_experiment, capsys):
+@pytest.mark.parametrize("metric", ["accuracy", "likelihood"])
+def test_a_supernet_search_completes_with_the_supernets_scores(supernet_experiment, capsys, metric):
     path, splits = supernet_experiment
+    data = yaml.safe_load(path.read_text())
+    data["supernet"]["metric"] = metric
+    path.write_text(yaml.safe_dump(data))
     result = run_main(capsys, "search", path, "--json", "--no-measure")
     assert result.returncode == 0, result.stderr
     exp = load_experiment(path)
@@ -83,7 +90,7 @@ def test_a_supernet_search_completes_with_the_supernets_accuracies(supernet_expe
         with torch_threads(exp.proxy_config.threads):  # as the search scored it (bf16 sums depend on threads)
             want = score_candidate(net, spec, splits, bn_batches=2, batch_size=64,
                                    precision=exp.supernet_config.precision)
-        assert trial.user_attrs["val_acc"] == want
+        assert trial.user_attrs["val_acc"] == getattr(want, metric)
         assert trial.user_attrs["steps"] == 0
 
 
@@ -124,3 +131,21 @@ def test_workers_that_would_score_in_another_precision_are_refused(tiny_test_exp
         open_study(exp, space, "random", storage, "s", 0.05)
     open_study(exp.replace(supernet={"path": str(tmp_path / "sn"), "precision": "bf16"}), space, "random", storage,
                "s", 0.05)
+
+
+def test_a_study_scored_by_one_metric_is_not_resumed_by_the_other(tiny_test_experiment, tmp_path):
+    """The metric is part of a supernet study's identity; a study recorded before ``supernet.metric``
+    existed scored by accuracy and resumes with it."""
+    from nas.search.study import IDENTITY_ATTR, identity, open_study
+
+    exp = load_experiment(tiny_test_experiment).replace(search={"evaluator": "supernet"},
+                                                        supernet={"path": str(tmp_path / "sn")})
+    space, storage = exp.load_space(), f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(exp, space, "random", storage, "s", 0.05)
+    with pytest.raises(NasError, match=r"another experiment \(different supernet\)"):
+        open_study(exp.replace(supernet={"path": str(tmp_path / "sn"), "metric": "likelihood"}), space, "random",
+                   storage, "s", 0.05)
+    earlier = identity(exp, space, "random")
+    del earlier["supernet"]["metric"]
+    study.set_user_attr(IDENTITY_ATTR, earlier)
+    open_study(exp, space, "random", storage, "s", 0.05)

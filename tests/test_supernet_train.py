@@ -83,7 +83,7 @@ def test_training_learns_and_saves_a_loadable_supernet(space, tmp_path, sampling
     # each epoch's figure is the largest member scored as a candidate, not with the mixed running statistics
     config = settings().train
     assert result.val_acc_largest == score_candidate(net, largest_spec(space), splits, seed=config.seed,
-                                                     channels_last=config.channels_last)
+                                                     channels_last=config.channels_last).accuracy
 
 
 @pytest.mark.parametrize("kernel, reorder", [("crop", False), ("transform", True)])

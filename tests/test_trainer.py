@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 
 from nas.cli import main
-from nas.data import DataSplits, ImageDataset
+from nas.data import DataSplits, ImageDataset, eval_batches
 from nas.errors import NasError
-from nas.train import TrainConfig, evaluate, load_model, lr_at, train, train_network
+from nas.train import TrainConfig, evaluate, load_model, lr_at, train, train_network, validate
 
 
 def toy_splits(n: int = 256, size: int = 8, classes: int = 3) -> DataSplits:
@@ -110,6 +110,20 @@ def test_epochs_budget_and_evaluate_restores_mode():
     acc = evaluate(model, splits.val, batch_size=7)
     assert 0.0 <= acc <= 1.0 and model.training
     assert evaluate(model, splits.val) == acc
+
+
+def test_validate_gives_the_accuracy_and_the_mean_cross_entropy_of_the_logits():
+    splits = toy_splits()
+    model = tiny_model()
+    train(model, splits, fast_config(steps=4), progress=False)
+    figures = validate(model, splits.val, batch_size=7, fold_bn=False)
+    model.eval()
+    images, labels = next(eval_batches(splits.val, len(splits.val), channels_last=True))
+    with torch.no_grad():
+        logits = model(images)
+    assert figures.accuracy == (logits.argmax(1) == labels).float().mean().item()
+    assert figures.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert figures.likelihood == pytest.approx(math.exp(-figures.loss)) and 0 < figures.likelihood < 1
 
 
 def test_diverging_training_is_nas_error():

@@ -92,7 +92,9 @@ class ProxyEvaluator:
 
 class SupernetEvaluator(ProxyEvaluator):
     """Accuracy from the experiment's trained supernet (loaded once; :func:`nas.supernet.score.score_candidate`),
-    latency as the proxy evaluator's (the target device's table). Costs seconds per candidate, no training."""
+    latency as the proxy evaluator's (the target device's table). Costs seconds per candidate, no training.
+    With ``supernet.metric: likelihood`` the evaluation's ``val_acc`` (the reward's accuracy) is the
+    likelihood score; ``extra`` always holds the val accuracy and loss."""
 
     def __init__(self, experiment, splits=None, predictor=None, supernet=None, progress: bool = False):
         super().__init__(experiment, splits, predictor, progress)
@@ -115,11 +117,13 @@ class SupernetEvaluator(ProxyEvaluator):
         check_spec_matches(spec, self.splits.train, self.experiment.data.name)
         c = self.score_config
         with torch_threads(self.config.threads):
-            acc = score_candidate(self.supernet, spec, self.splits, c.bn_batches, c.batch_size, c.seed,
-                                  precision=c.precision)
-        return Evaluation(val_acc=float(acc), latency_ms=float(latency), latency_predicted_ms=predicted,
-                          latency_measured_ms=measured, seconds=time.perf_counter() - start, steps=0,
-                          extra={"evaluator": "supernet"})
+            scored = score_candidate(self.supernet, spec, self.splits, c.bn_batches, c.batch_size, c.seed,
+                                     precision=c.precision)
+        return Evaluation(val_acc=float(getattr(scored, c.metric)), latency_ms=float(latency),
+                          latency_predicted_ms=predicted, latency_measured_ms=measured,
+                          seconds=time.perf_counter() - start, steps=0,
+                          extra={"evaluator": "supernet", "metric": c.metric, "val_accuracy": scored.accuracy,
+                                 "val_loss": scored.loss})
 
 
 class SyntheticEvaluator:

@@ -95,6 +95,8 @@ def open_study(experiment: Experiment, space: SearchSpace, strategy: str, storag
         raise NasError(f"cannot open storage {redact(storage)}: {str(exc).splitlines()[0][:200]}") from None
     want = json.loads(json.dumps(identity(experiment, space, strategy)))
     have = study.user_attrs.get(IDENTITY_ATTR)
+    if isinstance(have, dict) and isinstance(have.get("supernet"), dict):  # made before supernet.metric existed
+        have = have | {"supernet": {"metric": "accuracy"} | have["supernet"]}
     if have is None:
         study.set_user_attr(IDENTITY_ATTR, want)
     elif have != want:

@@ -2,7 +2,9 @@
 
 A slice's BatchNorm running statistics were accumulated over many different members, so they are
 reset and recomputed on a few training batches (train mode, no gradients, cumulative average;
-no augmentation; the batches are the same for every candidate) before the val split is scored.
+no augmentation; the batches are the same for every candidate) before the val split is scored: its
+top-1 accuracy and its loss, of which ``supernet.metric`` picks the search's score
+(:data:`nas.config.SUPERNET_METRICS`).
 
 :class:`nas.search.evaluate.SupernetEvaluator` scores a search's candidates with it (selected by
 ``search.evaluator: supernet``).
@@ -16,7 +18,7 @@ from torch import nn
 from nas.data import Augment, DataSplits, train_batches
 from nas.spec import ArchSpec
 from nas.supernet.model import Supernet, extract
-from nas.train import evaluate
+from nas.train import Validation, validate
 from nas.train.cpu import autocast, resolve_scoring_precision
 
 
@@ -47,10 +49,11 @@ def recalibrate_batchnorm(model: nn.Module, splits: DataSplits, batches: int, ba
 
 
 def score_candidate(supernet: Supernet, spec: ArchSpec, splits: DataSplits, bn_batches: int = 8,
-                    batch_size: int = 256, seed: int = 0, channels_last: bool = True, precision: str = "fp32") -> float:
-    """Val accuracy of ``spec`` with the supernet's weights after BatchNorm recalibration, both in
-    ``precision`` (``auto``: :func:`nas.train.cpu.resolve_scoring_precision`)."""
+                    batch_size: int = 256, seed: int = 0, channels_last: bool = True,
+                    precision: str = "fp32") -> Validation:
+    """Val accuracy and loss of ``spec`` with the supernet's weights after BatchNorm recalibration, both
+    in ``precision`` (``auto``: :func:`nas.train.cpu.resolve_scoring_precision`)."""
     model = extract(supernet, spec)
     with autocast(resolve_scoring_precision(precision)):
         recalibrate_batchnorm(model, splits, bn_batches, batch_size, seed, channels_last)
-        return evaluate(model, splits.val, channels_last=channels_last, fold_bn=True)
+        return validate(model, splits.val, channels_last=channels_last, fold_bn=True)

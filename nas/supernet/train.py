@@ -288,7 +288,7 @@ class _SupernetLoop:
             reorder_channels(self.net, optimizer)
         # the shared running statistics mix every member's: the largest is scored as any candidate is
         val = score_candidate(self.net, self.largest, self.splits, seed=self.config.seed,
-                              channels_last=self.config.channels_last)
+                              channels_last=self.config.channels_last).accuracy
         epoch = self.step / self.per_epoch
         self.history.append({"step": self.step, "epoch": epoch, "train_loss": loss, "val_acc_largest": val,
                              "seconds": self.seconds})

@@ -16,7 +16,7 @@ from nas.errors import NasError
 from nas.io import write_text_atomic
 from nas.train.checkpoint import Checkpoint, check_state_dict, load_checkpoint, load_model, save_checkpoint
 from nas.train.resume import STATE_FILE
-from nas.train.trainer import TrainConfig, TrainResult, evaluate, lr_at, train
+from nas.train.trainer import TrainConfig, TrainResult, Validation, evaluate, lr_at, train, validate
 
 
 @dataclass

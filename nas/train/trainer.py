@@ -77,10 +77,27 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.SGD(groups, lr=hp["lr"], momentum=config.momentum, nesterov=nesterov, **fused)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """A model's figures on a dataset: top-1 ``accuracy`` in [0, 1] and ``loss``, the mean cross-entropy
+    (nats) of its logits against the labels (no label smoothing)."""
+
+    accuracy: float
+    loss: float
+
+    @property
+    def likelihood(self) -> float:
+        """exp(-loss): the geometric mean of the probability the model gives the true class, in [0, 1].
+        Unlike top-1 accuracy it moves with every image's confidence, not only with the images whose
+        top class flips, so it separates close models with less noise."""
+        return math.exp(-self.loss)
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int | None = None, channels_last: bool = True,
-             *, fold_bn: bool = True) -> float:
-    """Top-1 accuracy in [0, 1] (eval mode, no augmentation); the model's mode is restored.
+def validate(model: nn.Module, dataset: ImageDataset, batch_size: int | None = None, channels_last: bool = True,
+             *, fold_bn: bool = True) -> Validation:
+    """Accuracy and loss of ``model`` on ``dataset`` (eval mode, no augmentation); the model's mode is
+    restored.
 
     ``batch_size`` None: :func:`nas.train.cpu.eval_batch_size` for the precision in force.
 
@@ -95,14 +112,22 @@ def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int | None = N
         model.to(memory_format=torch.channels_last)
     was_training = model.training
     model.eval()
-    correct = 0
+    correct, loss = 0, 0.0
     try:
         net = fold_batchnorm(model, channels_last) if fold_bn else model
         for images, labels in eval_batches(dataset, batch_size or eval_batch_size(), channels_last):
-            correct += int((net(images).argmax(dim=1) == labels).sum())
+            logits = net(images).float()
+            correct += int((logits.argmax(dim=1) == labels).sum())
+            loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
     finally:
         model.train(was_training)
-    return correct / len(dataset)
+    return Validation(accuracy=correct / len(dataset), loss=loss / len(dataset))
+
+
+def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int | None = None, channels_last: bool = True,
+             *, fold_bn: bool = True) -> float:
+    """Top-1 accuracy in [0, 1]: :func:`validate`'s."""
+    return validate(model, dataset, batch_size, channels_last, fold_bn=fold_bn).accuracy
 
 
 def fold_batchnorm(model: nn.Module, channels_last: bool = True) -> nn.Module:
