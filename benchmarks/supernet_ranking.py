@@ -156,7 +156,8 @@ def main() -> int:
 
     from nas.data import load_data
     from nas.experiment import load_experiment
-    from nas.supernet.ranking import kendall_tau, kendall_tau_interval, spearman_rho, tau_ceiling
+    from nas.supernet.ranking import (kendall_tau, kendall_tau_gain_interval, kendall_tau_interval, spearman_rho,
+                                      tau_ceiling)
     from nas.supernet.score import score_candidate
     from nas.process import peak_rss_kib
     from nas.spec.count import count_madds, count_params
@@ -236,6 +237,10 @@ def main() -> int:
         for figure in ("supernet", "supernet_likelihood"):
             agree(f"{figure.replace('_', ' ')} vs its rescoring", [r[figure] for r in rows],
                   [r[figure.replace("supernet", "supernet_again")] for r in rows], rho=False)
+    gains = {} if truth_only else {  # likelihood over accuracy as the supernet's score, paired over the networks
+        name: (agreement[f"supernet likelihood vs {name}"][0] - agreement[f"supernet vs {name}"][0],
+               kendall_tau_gain_interval([r["supernet"] for r in rows], [r["supernet_likelihood"] for r in rows], acc))
+        for name, acc in truth.items()}
     ceilings = {}  # what a perfect predictor would reach against each ground truth
     if args.repeat:
         agree("longer vs its repeat", [r["longer"] for r in rows], [r["longer_again"] for r in rows], rho=False)
@@ -251,6 +256,8 @@ def main() -> int:
         "agreement": {name: {"kendall_tau": tau, "kendall_tau_95": list(interval), "spearman_rho": rho}
                       for name, (tau, interval, rho) in agreement.items()},
         "perfect_predictor_tau": ceilings,
+        "likelihood_gain": {name: {"kendall_tau": gain, "kendall_tau_95": list(interval)}
+                            for name, (gain, interval) in gains.items()},
         "seconds": cost,
         "peak_memory_mib": peak_rss_kib() / 1024,
         "rows": rows,
@@ -274,10 +281,13 @@ def main() -> int:
                                           f"{score.seed + 1}: the scoring's own agreement",
              "supernet likelihood vs longer": "the supernet's val likelihood, exp(-loss), in place of its accuracy",
              "longer vs its repeat": f"seeds {longer.seed} and {again.seed}: the ground truth's own agreement"}
-    print(f"{'':<36}{'Kendall tau':>12}{'(95 % interval)':>18}{'Spearman rho':>14}")
+    print(f"{'':<44}{'Kendall tau':>12}{'(95 % interval)':>18}{'Spearman rho':>14}")
     for name, (tau, (low, high), rho) in agreement.items():
-        print(f"{name:<36}{tau:>12.3f}{f'({low:.2f}, {high:.2f})':>18}{'' if rho is None else f'{rho:.3f}':>14}"
+        print(f"{name:<44}{tau:>12.3f}{f'({low:.2f}, {high:.2f})':>18}{'' if rho is None else f'{rho:.3f}':>14}"
               + (f"  ({notes[name]})" if name in notes else ""))
+    for name, (gain, (low, high)) in gains.items():
+        print(f"supernet likelihood over accuracy vs {name}: Kendall tau {gain:+.3f} (paired 95 % interval "
+              f"{low:+.2f} to {high:+.2f})")
     for name, tau in ceilings.items():
         print(f"a perfect predictor vs {name}: Kendall tau about {tau:.2f} (from the repeat's agreement, "
               "for normally distributed noise: the ceiling of any predictor's tau against it)")

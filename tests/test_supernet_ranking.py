@@ -57,3 +57,23 @@ def test_tau_ceiling_is_what_a_perfect_predictor_reaches_against_noisy_trainings
     assert tau_ceiling(1.0) == 1.0 and tau_ceiling(0.0) == 0.0 and tau_ceiling(-0.2) == 0.0
     with pytest.raises(ValueError):
         tau_ceiling(1.5)
+
+
+def test_the_gain_interval_is_paired_and_brackets_the_gain():
+    import random
+
+    from nas.supernet.ranking import kendall_tau_gain_interval
+
+    rng = random.Random(5)
+    truth = [rng.random() for _ in range(30)]
+    better = [x + rng.gauss(0, 0.1) for x in truth]
+    worse = [x + rng.gauss(0, 0.4) for x in truth]
+    gain = kendall_tau(better, truth) - kendall_tau(worse, truth)
+    low, high = kendall_tau_gain_interval(worse, better, truth, resamples=300)
+    assert 0 < low < gain < high  # a clear gain is told apart from none
+    # pairing: narrower than the difference of the two unpaired intervals would allow
+    (bl, bh), (wl, wh) = kendall_tau_interval(better, truth, resamples=300), kendall_tau_interval(worse, truth, resamples=300)
+    assert high - low < (bh - bl) + (wh - wl)
+    assert kendall_tau_gain_interval(worse, worse, truth, resamples=50) == (0.0, 0.0)  # no gain, on every resample
+    with pytest.raises(ValueError):
+        kendall_tau_gain_interval(worse, better, truth[:-1])
