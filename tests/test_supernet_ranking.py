@@ -72,7 +72,7 @@ def test_the_gain_interval_is_paired_and_brackets_the_gain():
     low, high = kendall_tau_gain_interval(worse, better, truth, resamples=300)
     assert 0 < low < gain < high  # a clear gain is told apart from none
     # pairing: narrower than the difference of the two unpaired intervals would allow
-    (bl, bh), (wl, wh) = kendall_tau_interval(better, truth, resamples=300), kendall_tau_interval(worse, truth, resamples=300)
+    (bl, bh), (wl, wh) = (kendall_tau_interval(x, truth, resamples=300) for x in (better, worse))
     assert high - low < (bh - bl) + (wh - wl)
     assert kendall_tau_gain_interval(worse, worse, truth, resamples=50) == (0.0, 0.0)  # no gain, on every resample
     with pytest.raises(ValueError):

@@ -1,5 +1,5 @@
-"""Training on CPU: the loop (:func:`train`), accuracy (:func:`evaluate`), safe checkpoints, and
-:func:`train_network`, which goes from a spec to a trained, tested and saved network."""
+"""Training on CPU: the loop (:func:`train`), accuracy (:func:`evaluate`) and loss (:func:`validate`), safe
+checkpoints, and :func:`train_network`, which goes from a spec to a trained, tested and saved network."""
 
 from __future__ import annotations
 
