@@ -216,7 +216,11 @@ def main() -> int:
             rows.append(row)
             print(f"[{i + 1}/{len(specs)}] {spec.hash} " + " ".join(f"{key} {row[key]:.4f}" for key in runs),
                   file=sys.stderr, flush=True)
-    truth = {"longer": [r["longer"] for r in rows]}
+
+    def column(key):
+        return [r[key] for r in rows]
+
+    truth = {"longer": column("longer")}
     if args.repeat:  # the mean of two seeds: a ground truth with half the variance of one training's noise
         truth["mean of both seeds"] = [(r["longer"] + r["longer_again"]) / 2 for r in rows]
     agreement = {}  # name -> (Kendall tau, its 95 % bootstrap interval over the networks, Spearman rho or None)
@@ -227,23 +231,23 @@ def main() -> int:
     size = {"MAdds": [count_madds(spec) for spec in specs], "params": [count_params(spec) for spec in specs]}
     for name, acc in truth.items():
         if not truth_only:
-            agree(f"supernet vs {name}", [r["supernet"] for r in rows], acc)
-            agree(f"supernet likelihood vs {name}", [r["supernet_likelihood"] for r in rows], acc)
-        agree(f"proxy vs {name}", [r["proxy"] for r in rows], acc, rho=False)
+            agree(f"supernet vs {name}", column("supernet"), acc)
+            agree(f"supernet likelihood vs {name}", column("supernet_likelihood"), acc)
+        agree(f"proxy vs {name}", column("proxy"), acc, rho=False)
         for measure, values in size.items():  # predictors that know only a network's size, for scale
             agree(f"{measure} vs {name}", values, acc, rho=False)
     if not truth_only:
-        agree("supernet vs proxy", [r["supernet"] for r in rows], [r["proxy"] for r in rows])
+        agree("supernet vs proxy", column("supernet"), column("proxy"))
         for figure in ("supernet", "supernet_likelihood"):
-            agree(f"{figure.replace('_', ' ')} vs its rescoring", [r[figure] for r in rows],
-                  [r[figure.replace("supernet", "supernet_again")] for r in rows], rho=False)
+            agree(f"{figure.replace('_', ' ')} vs its rescoring", column(figure),
+                  column(figure.replace("supernet", "supernet_again")), rho=False)
     gains = {} if truth_only else {  # likelihood over accuracy as the supernet's score, paired over the networks
         name: (agreement[f"supernet likelihood vs {name}"][0] - agreement[f"supernet vs {name}"][0],
-               kendall_tau_gain_interval([r["supernet"] for r in rows], [r["supernet_likelihood"] for r in rows], acc))
+               kendall_tau_gain_interval(column("supernet"), column("supernet_likelihood"), acc))
         for name, acc in truth.items()}
     ceilings = {}  # what a perfect predictor would reach against each ground truth
     if args.repeat:
-        agree("longer vs its repeat", [r["longer"] for r in rows], [r["longer_again"] for r in rows], rho=False)
+        agree("longer vs its repeat", column("longer"), column("longer_again"), rho=False)
         tau_repeat = agreement["longer vs its repeat"][0]
         if math.isfinite(tau_repeat):
             ceilings = {"longer": tau_ceiling(tau_repeat), "mean of both seeds": tau_ceiling(tau_repeat, seeds=2)}

@@ -94,7 +94,7 @@ class SupernetEvaluator(ProxyEvaluator):
     """Accuracy from the experiment's trained supernet (loaded once; :func:`nas.supernet.score.score_candidate`),
     latency as the proxy evaluator's (the target device's table). Costs seconds per candidate, no training.
     With ``supernet.metric: likelihood`` the evaluation's ``val_acc`` (the reward's accuracy) is the
-    likelihood score; ``extra`` always holds the val accuracy and loss."""
+    likelihood score."""
 
     def __init__(self, experiment, splits=None, predictor=None, supernet=None, progress: bool = False):
         super().__init__(experiment, splits, predictor, progress)
@@ -121,9 +121,7 @@ class SupernetEvaluator(ProxyEvaluator):
                                      precision=c.precision)
         return Evaluation(val_acc=float(getattr(scored, c.metric)), latency_ms=float(latency),
                           latency_predicted_ms=predicted, latency_measured_ms=measured,
-                          seconds=time.perf_counter() - start, steps=0,
-                          extra={"evaluator": "supernet", "metric": c.metric, "val_accuracy": scored.accuracy,
-                                 "val_loss": scored.loss})
+                          seconds=time.perf_counter() - start, steps=0, extra={"evaluator": "supernet"})
 
 
 class SyntheticEvaluator:
