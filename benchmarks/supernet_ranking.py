@@ -4,7 +4,7 @@ trained on their own, with the experiment's proxy recipe and with a longer one (
 full-training recipe). Prints Kendall's tau (with a 95 % bootstrap interval over the networks: on 30
 networks about +-0.25) and Spearman's rho of the supernet's val accuracy against each, and of its val
 likelihood (exp(-loss), the score of ``supernet.metric: likelihood``; the same scoring pass gives both),
-the cost of each path, the seconds per candidate scored and the peak memory.
+and of the proxy's val accuracy and likelihood (its final evaluation gives both), the cost of each path, the seconds per candidate scored and the peak memory.
 
     PYTHONPATH=. python3 benchmarks/supernet_ranking.py experiments/fashion_mnist.yaml \\
         --supernet runs/supernet --supernet-minutes 60 --networks 30 --epochs 3
@@ -20,10 +20,12 @@ agreement of the two is printed: how much of the supernet's order is the scoring
 would reach against one training and against the mean of the two seeds (:func:`nas.supernet.ranking.tau_ceiling`);
 the supernet and the proxy are then also ranked against that mean. Each ground truth is also ranked by
 the networks' MAdds and parameter counts: what a predictor that knows only a network's size reaches.
-``--rows FILE``: the ground truth kept across runs. Each network's stand-alone accuracies (proxy,
-longer, its repeat) and their seconds are appended to this CSV as soon as they are known, under a key
+``--rows FILE``: the ground truth kept across runs. Each network's stand-alone accuracies and val losses
+(proxy, longer, its repeat) and their seconds are appended to this CSV as soon as they are known, under a key
 of the recipes and data that made them; a rerun reads the ones of the same key back and trains only
-what is missing (an interrupted run loses nothing; ``--repeat`` added later trains only the repeats).
+what is missing (an interrupted run loses nothing; ``--repeat`` added later trains only the repeats; a
+file written before the losses were kept gets today's header, and its proxies, 13 s each, run again
+for their loss).
 The supernet's scores are not kept: they take seconds, so every run scores the networks with the
 supernet it is given, and one ground truth serves any number of supernets. Without ``--supernet`` only
 the stand-alone trainings run (filling ``--rows``) and their agreement is printed. Each row names the CPU
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import math
 import random
@@ -45,6 +48,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from nas.io import write_text_atomic  # noqa: E402
 
 
 def sample_networks(space, n: int, seed: int) -> list:
@@ -75,19 +80,25 @@ def supernet_for(args, experiment, space, splits):
     return load_supernet(out, space), trained["seconds"], trained["settings"]
 
 
-def train_alone(spec, splits, config) -> float:
+def train_alone(spec, splits, config):
+    """A stand-alone training's final val figures (a ``nas.train.Validation``: accuracy and loss)."""
     from nas.models import build_model
-    from nas.train import train
+    from nas.train import Validation, train
 
     model = build_model(spec, seed=config.seed)
-    return float(train(model, splits, config, progress=False).val_acc)
+    result = train(model, splits, config, progress=False)
+    return Validation(float(result.val_acc), float(result.val_loss))
 
 
 STANDALONE = ("proxy", "longer", "longer_again")  # the stand-alone trainings --rows keeps
+# what a kept row must hold for a training not to run again: the proxy's val loss too (it ranks the proxy by
+# its likelihood; 13 s each), the longer trainings' only their accuracy (their loss is kept when they run)
+NEEDED = {"proxy": ("proxy", "proxy_loss"), "longer": ("longer",), "longer_again": ("longer_again",)}
 # the cost line each run counts in (the second scoring only checks the scoring's noise: not a cost)
 COST_OF = {"supernet": "supernet_score", "proxy": "proxy", "longer": "longer", "longer_again": "longer"}
 # each row also names the CPU that trained it (accuracies and seconds differ a little between CPUs)
-ROW_FIELDS = ["recipe", "hash"] + [f"{key}{suffix}" for key in STANDALONE for suffix in ("", "_s")] + ["cpu"]
+ROW_FIELDS = ["recipe", "hash"] + [f"{key}{suffix}" for key in STANDALONE for suffix in ("", "_s", "_loss")] + ["cpu"]
+EARLIER_ROW_FIELDS = [f for f in ROW_FIELDS if not f.endswith("_loss")]  # files written before losses were kept
 
 
 def recipe_key(*parts) -> str:
@@ -104,7 +115,7 @@ def read_rows(path: Path | None, recipe: str) -> dict[str, dict]:
     try:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
-            if reader.fieldnames != ROW_FIELDS:
+            if reader.fieldnames not in (ROW_FIELDS, EARLIER_ROW_FIELDS):
                 raise ValueError("header")
             rows = {}
             for r in reader:
@@ -116,10 +127,27 @@ def read_rows(path: Path | None, recipe: str) -> dict[str, dict]:
         raise SystemExit(2) from None
 
 
+def upgrade_header(path: Path) -> None:
+    """Rewrite (atomically) a file of the earlier header with today's: its rows keep their figures, and
+    their losses are empty (not measured)."""
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != EARLIER_ROW_FIELDS:
+            return
+        rows = list(reader)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=ROW_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
+
+
 def append_row(path: Path | None, recipe: str, network: str, row: dict) -> None:
     if path is None:
         return
     new = not path.exists()
+    if not new:
+        upgrade_header(path)
     with path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=ROW_FIELDS)
         if new:
@@ -162,7 +190,6 @@ def main() -> int:
     from nas.process import peak_rss_kib
     from nas.spec.count import count_madds, count_params
     from nas.threads import torch_threads
-    from nas.train import Validation
     from nas.train.cpu import cpu_model, resolve_scoring_precision
 
     experiment = load_experiment(args.experiment, check_files=False)
@@ -200,15 +227,12 @@ def main() -> int:
     with torch_threads(proxy.threads):
         for i, spec in enumerate(specs):
             row = {"hash": spec.hash} | done.get(spec.hash, {})
-            missing = [key for key in runs if key not in STANDALONE or f"{key}_s" not in row]
+            missing = [key for key in runs if key not in STANDALONE or not all(f in row for f in NEEDED[key])]
             for key in missing:
                 t0 = time.perf_counter()
                 figure = runs[key](spec)
                 row[f"{key}_s"] = time.perf_counter() - t0
-                if isinstance(figure, Validation):  # a supernet's score: its accuracy and its likelihood
-                    row[key], row[f"{key}_likelihood"] = figure.accuracy, figure.likelihood
-                else:
-                    row[key] = figure
+                row[key], row[f"{key}_loss"] = figure.accuracy, figure.loss
             if set(missing) & set(STANDALONE):
                 append_row(args.rows, recipe, spec.hash, row | {"cpu": cpu_model()})
             for key in runs.keys() & COST_OF.keys():
@@ -219,6 +243,9 @@ def main() -> int:
 
     def column(key):
         return [r[key] for r in rows]
+
+    def likelihood(key):  # exp(-loss): the geometric mean of the probability given to the true class
+        return [math.exp(-r[f"{key}_loss"]) for r in rows]
 
     truth = {"longer": column("longer")}
     if args.repeat:  # the mean of two seeds: a ground truth with half the variance of one training's noise
@@ -232,18 +259,18 @@ def main() -> int:
     for name, acc in truth.items():
         if not truth_only:
             agree(f"supernet vs {name}", column("supernet"), acc)
-            agree(f"supernet likelihood vs {name}", column("supernet_likelihood"), acc)
+            agree(f"supernet likelihood vs {name}", likelihood("supernet"), acc)
         agree(f"proxy vs {name}", column("proxy"), acc, rho=False)
+        agree(f"proxy likelihood vs {name}", likelihood("proxy"), acc, rho=False)
         for measure, values in size.items():  # predictors that know only a network's size, for scale
             agree(f"{measure} vs {name}", values, acc, rho=False)
     if not truth_only:
         agree("supernet vs proxy", column("supernet"), column("proxy"))
-        for figure in ("supernet", "supernet_likelihood"):
-            agree(f"{figure.replace('_', ' ')} vs its rescoring", column(figure),
-                  column(figure.replace("supernet", "supernet_again")), rho=False)
+        agree("supernet vs its rescoring", column("supernet"), column("supernet_again"), rho=False)
+        agree("supernet likelihood vs its rescoring", likelihood("supernet"), likelihood("supernet_again"), rho=False)
     gains = {} if truth_only else {  # likelihood over accuracy as the supernet's score, paired over the networks
         name: (agreement[f"supernet likelihood vs {name}"][0] - agreement[f"supernet vs {name}"][0],
-               kendall_tau_gain_interval(column("supernet"), column("supernet_likelihood"), acc))
+               kendall_tau_gain_interval(column("supernet"), likelihood("supernet"), acc))
         for name, acc in truth.items()}
     ceilings = {}  # what a perfect predictor would reach against each ground truth
     if args.repeat:

@@ -50,3 +50,16 @@ def test_a_hit_ends_where_a_fresh_training_would(bench, tmp_path, first_prune, a
     again = cache.evaluate(spec, _pruner_at(again_prune))
     assert inner.trained == 1 + retrained
     assert again.pruned is pruned
+
+
+def test_an_entry_of_an_earlier_version_is_read_back(bench, tmp_path):
+    """Entries written when ``Evaluation`` had an ``extra`` field (and without ``val_top1``) still hit."""
+    import json
+
+    spec = load_space(ROOT / "search_spaces" / "fashion_mnist.yaml").baseline
+    (tmp_path / f"{spec.hash}.json").write_text(json.dumps(
+        {"spec": spec.to_string(), "val_acc": 0.8, "latency_ms": 0.5, "latency_predicted_ms": None,
+         "latency_measured_ms": None, "seconds": 3.0, "steps": 100, "pruned": False, "extra": {}, "reports": []}))
+    inner = Inner(Evaluation(val_acc=0.1, latency_ms=0.5, steps=100))
+    hit = bench.CachedEvaluator(inner, tmp_path).evaluate(spec)
+    assert (inner.trained, hit.val_acc, hit.steps) == (0, 0.8, 100)

@@ -37,3 +37,16 @@ def test_a_file_it_did_not_write_is_one_line_and_exit_status_2(bench, tmp_path, 
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a CSV this benchmark wrote" in err
+
+
+def test_a_file_of_the_earlier_header_is_read_and_gets_todays_header_on_the_next_append(bench, tmp_path):
+    """Files written before the val losses were kept: their figures come back, and the next row upgrades
+    the header without losing them (a row without the proxy's loss trains the proxy again)."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text(",".join(bench.EARLIER_ROW_FIELDS) + "\r\nr,a,0.7,15.0,0.9,300.0,,,AMD EPYC\r\n")
+    earlier = {"a": {"proxy": 0.7, "proxy_s": 15.0, "longer": 0.9, "longer_s": 300.0}}
+    assert bench.read_rows(rows, "r") == earlier
+    assert "proxy_loss" in bench.NEEDED["proxy"] and "proxy_loss" not in earlier["a"]
+    bench.append_row(rows, "r", "b", {"proxy": 0.6, "proxy_s": 14.0, "proxy_loss": 0.8, "cpu": "x"})
+    assert rows.read_text().splitlines()[0] == ",".join(bench.ROW_FIELDS)
+    assert bench.read_rows(rows, "r") == earlier | {"b": {"proxy": 0.6, "proxy_s": 14.0, "proxy_loss": 0.8}}

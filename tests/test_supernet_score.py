@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -91,7 +94,13 @@ def test_a_supernet_search_completes_with_the_supernets_scores(supernet_experime
             want = score_candidate(net, spec, splits, bn_batches=2, batch_size=64,
                                    precision=exp.supernet_config.precision)
         assert trial.user_attrs["val_acc"] == getattr(want, metric)
+        assert (trial.user_attrs["val_top1"], trial.user_attrs["val_loss"]) == (want.accuracy, want.loss)
         assert trial.user_attrs["steps"] == 0
+    import pandas as pd
+
+    rows = pd.read_csv(Path(json.loads(result.stdout)["out"]) / "trials.csv").set_index("number")
+    for trial in trials:  # the top-1 accuracy is kept whichever score the reward took
+        assert rows.loc[trial.number, "val_top1"] == pytest.approx(trial.user_attrs["val_top1"])
 
 
 def test_a_supernet_evaluator_without_a_path_is_refused(tiny_test_experiment, capsys):

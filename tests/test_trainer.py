@@ -126,6 +126,15 @@ def test_validate_gives_the_accuracy_and_the_mean_cross_entropy_of_the_logits():
     assert figures.likelihood == pytest.approx(math.exp(-figures.loss)) and 0 < figures.likelihood < 1
 
 
+def test_a_training_reports_its_final_val_loss_with_its_accuracy():
+    splits = toy_splits()
+    model = tiny_model()
+    result = train(model, splits, fast_config(steps=8, eval_every=0.5), progress=False)
+    assert [e["val_loss"] for e in result.history][-1] == result.val_loss and len(result.history) == 2
+    again = validate(model, splits.val)
+    assert (result.val_acc, result.val_loss) == (again.accuracy, again.loss)
+
+
 def test_diverging_training_is_nas_error():
     splits = toy_splits()
     with pytest.raises(NasError, match="diverged"):

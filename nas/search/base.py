@@ -51,6 +51,8 @@ class TrialRecord:
     reward: float | None = None
     seconds: float | None = None
     cached: bool = False
+    val_top1: float | None = None  # top-1 val accuracy where val_acc is another score (supernet likelihood)
+    val_loss: float | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -60,7 +62,8 @@ class TrialRecord:
                    spec=a.get("spec"), hash=a.get("hash"), val_acc=a.get("val_acc"), latency_ms=a.get("latency_ms"),
                    latency_predicted_ms=a.get("latency_predicted_ms"),
                    latency_measured_ms=a.get("latency_measured_ms"), reward=a.get("reward"),
-                   seconds=a.get("seconds"), cached=bool(a.get("cached", False)), attrs=dict(a))
+                   seconds=a.get("seconds"), cached=bool(a.get("cached", False)), val_top1=a.get("val_top1"),
+                   val_loss=a.get("val_loss"), attrs=dict(a))
 
 
 def distributions(space: SearchSpace) -> dict[str, CategoricalDistribution]:

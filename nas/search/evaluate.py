@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass
+from typing import Callable, Protocol
 
 from nas.errors import NasError
 from nas.spec import ArchSpec, count_madds, count_params
@@ -35,7 +35,10 @@ class Evaluation:
     seconds: float = 0.0
     steps: int = 0
     pruned: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    # the val split's top-1 accuracy and mean cross-entropy, where the evaluator has them; ``val_acc`` is
+    # what the reward takes as accuracy (a supernet's likelihood under ``supernet.metric: likelihood``)
+    val_top1: float | None = None
+    val_loss: float | None = None
 
 
 class Evaluator(Protocol):
@@ -87,14 +90,15 @@ class ProxyEvaluator:
         result = train(model, self.splits, self.config, progress=self.progress, report=report)
         return Evaluation(val_acc=float(result.val_acc), latency_ms=float(latency), latency_predicted_ms=predicted,
                           latency_measured_ms=measured, seconds=time.perf_counter() - start, steps=result.steps,
-                          pruned=result.stopped_early)
+                          pruned=result.stopped_early, val_top1=float(result.val_acc),
+                          val_loss=None if math.isnan(result.val_loss) else float(result.val_loss))
 
 
 class SupernetEvaluator(ProxyEvaluator):
     """Accuracy from the experiment's trained supernet (loaded once; :func:`nas.supernet.score.score_candidate`),
     latency as the proxy evaluator's (the target device's table). Costs seconds per candidate, no training.
     With ``supernet.metric: likelihood`` the evaluation's ``val_acc`` (the reward's accuracy) is the
-    likelihood score."""
+    likelihood score; ``val_top1`` and ``val_loss`` keep the top-1 accuracy and the loss either way."""
 
     def __init__(self, experiment, splits=None, predictor=None, supernet=None, progress: bool = False):
         super().__init__(experiment, splits, predictor, progress)
@@ -121,7 +125,8 @@ class SupernetEvaluator(ProxyEvaluator):
                                      precision=c.precision)
         return Evaluation(val_acc=float(getattr(scored, c.metric)), latency_ms=float(latency),
                           latency_predicted_ms=predicted, latency_measured_ms=measured,
-                          seconds=time.perf_counter() - start, steps=0, extra={"evaluator": "supernet"})
+                          seconds=time.perf_counter() - start, steps=0, val_top1=float(scored.accuracy),
+                          val_loss=float(scored.loss))
 
 
 class SyntheticEvaluator:

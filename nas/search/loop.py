@@ -39,7 +39,7 @@ def spec_attrs(spec: ArchSpec) -> dict[str, Any]:
 def evaluation_attrs(ev: Evaluation, reward_fn) -> dict[str, Any]:
     return {"val_acc": ev.val_acc, "latency_ms": ev.latency_ms, "latency_predicted_ms": ev.latency_predicted_ms,
             "latency_measured_ms": ev.latency_measured_ms, "reward": reward_fn(ev.val_acc, ev.latency_ms),
-            "seconds": ev.seconds, "steps": ev.steps}
+            "seconds": ev.seconds, "steps": ev.steps, "val_top1": ev.val_top1, "val_loss": ev.val_loss}
 
 
 def trial_line(record: TrialRecord, finished: int, n_trials: int, best: TrialRecord | None, elapsed: float) -> str:
@@ -171,7 +171,8 @@ class SearchLoop:
         trial = proposal.trial
         trial.set_user_attr("cached", True)
         trial.set_user_attr("cached_from", cached.number)
-        keys = ("val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "reward", "steps")
+        keys = ("val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "reward", "steps", "val_top1",
+                "val_loss")
         for key in keys:
             trial.set_user_attr(key, cached.attrs.get(key))
         trial.set_user_attr("seconds", 0.0)

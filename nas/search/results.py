@@ -27,7 +27,7 @@ from nas.search.base import TrialRecord, finished_records
 from nas.spec import ArchSpec
 
 COLUMNS = ["number", "state", "val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "reward",
-           "seconds", "cached", "hash", "spec"]
+           "seconds", "cached", "val_top1", "val_loss", "hash", "spec"]
 
 
 def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:

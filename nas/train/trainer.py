@@ -49,6 +49,7 @@ class TrainResult:
     compiled: bool = False  # whether the steps ran through torch.compile
     compile_seconds: float = 0.0  # the first compiled step (not in train_seconds / images_per_sec)
     precision: str = "fp32"  # what ``precision: auto`` resolved to
+    val_loss: float = math.nan  # the last evaluation's mean val cross-entropy (``Validation.loss``)
 
 
 def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
@@ -337,14 +338,17 @@ class _Loop:
             compiled=self.compiled,
             compile_seconds=self.compile_seconds,
             precision=self.precision,
+            val_loss=self.history[-1].get("val_loss", math.nan) if self.history else math.nan,
         )
 
     def _evaluate(self, lr: float, start: float, bar) -> bool:
-        """Val accuracy into the history; True when ``report`` asks to stop before the budget."""
-        self.val_acc = evaluate(self.model, self.splits.val, self.config.eval_batch_size, self.config.channels_last)
+        """Val accuracy and loss into the history; True when ``report`` asks to stop before the budget."""
+        val = validate(self.model, self.splits.val, self.config.eval_batch_size, self.config.channels_last)
+        self.val_acc = val.accuracy
         epoch = self.step / self.per_epoch
         entry = {"step": self.step, "epoch": epoch, "train_loss": self.loss_sum / self.loss_count,
-                 "val_acc": self.val_acc, "lr": lr, "seconds": self.seconds_before + time.perf_counter() - start}
+                 "val_acc": self.val_acc, "val_loss": val.loss, "lr": lr,
+                 "seconds": self.seconds_before + time.perf_counter() - start}
         self.history.append(entry)
         bar.set_postfix(loss=f"{entry['train_loss']:.3f}", val=f"{self.val_acc:.4f}")
         if self.report is not None and self.report(self.step, epoch, self.val_acc) and self.step < self.total:
