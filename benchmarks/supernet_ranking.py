@@ -4,7 +4,8 @@ trained on their own, with the experiment's proxy recipe and with a longer one (
 full-training recipe). Prints Kendall's tau (with a 95 % bootstrap interval over the networks: on 30
 networks about +-0.25) and Spearman's rho of the supernet's val accuracy against each, and of its val
 likelihood (exp(-loss), the score of ``supernet.metric: likelihood``; the same scoring pass gives both),
-and of the proxy's val accuracy and likelihood (its final evaluation gives both), the cost of each path, the seconds per candidate scored and the peak memory.
+and of the proxy's val accuracy and likelihood (its final evaluation gives both), the cost of each path,
+the seconds per candidate scored and the peak memory.
 
     PYTHONPATH=. python3 benchmarks/supernet_ranking.py experiments/fashion_mnist.yaml \\
         --supernet runs/supernet --supernet-minutes 60 --networks 30 --epochs 3
@@ -20,6 +21,9 @@ agreement of the two is printed: how much of the supernet's order is the scoring
 would reach against one training and against the mean of the two seeds (:func:`nas.supernet.ranking.tau_ceiling`);
 the supernet and the proxy are then also ranked against that mean. Each ground truth is also ranked by
 the networks' MAdds and parameter counts: what a predictor that knows only a network's size reaches.
+``--compare DIR``: a second trained supernet (other sampling, kernel or re-ordering), scored on the same
+networks; its tau is printed beside the first's, with its gain over it paired over the networks
+(:func:`nas.supernet.ranking.kendall_tau_gain_interval`), by accuracy and by likelihood.
 ``--rows FILE``: the ground truth kept across runs. Each network's stand-alone accuracies and val losses
 (proxy, longer, its repeat) and their seconds are appended to this CSV as soon as they are known, under a key
 of the recipes and data that made them; a rerun reads the ones of the same key back and trains only
@@ -97,8 +101,19 @@ NEEDED = {"proxy": ("proxy", "proxy_loss"), "longer": ("longer",), "longer_again
 # the cost line each run counts in (the second scoring only checks the scoring's noise: not a cost)
 COST_OF = {"supernet": "supernet_score", "proxy": "proxy", "longer": "longer", "longer_again": "longer"}
 # each row also names the CPU that trained it (accuracies and seconds differ a little between CPUs)
-ROW_FIELDS = ["recipe", "hash"] + [f"{key}{suffix}" for key in STANDALONE for suffix in ("", "_s", "_loss")] + ["cpu"]
+ROW_FIELDS = (["recipe", "hash"] + [f"{key}{suffix}" for key in STANDALONE for suffix in ("", "_s", "_loss")]
+              + ["cpu"])
 EARLIER_ROW_FIELDS = [f for f in ROW_FIELDS if not f.endswith("_loss")]  # files written before losses were kept
+
+
+SETTINGS_SHOWN = ("sampling", "kernel", "reorder", "minutes")
+
+
+def settings_text(settings: dict) -> str:
+    """How a supernet was trained, for the report's first line."""
+    return (f"sampling {settings['sampling']}, kernel {settings['kernel']}"
+            f"{', re-ordered channels' if settings['reorder'] else ''}"
+            + ("" if settings["minutes"] is None else f", {settings['minutes']:g} min"))
 
 
 def recipe_key(*parts) -> str:
@@ -167,6 +182,8 @@ def main() -> int:
     p.add_argument("--sampling", choices=SUPERNET_SAMPLINGS, default="uniform")
     p.add_argument("--kernel", choices=SUPERNET_KERNELS, default="crop")
     p.add_argument("--reorder", action="store_true", help="re-order hidden channels by importance each epoch")
+    p.add_argument("--compare", metavar="DIR", help="a second trained supernet (e.g. other settings), scored on the "
+                   "same networks: its tau and its gain over --supernet's, paired over the networks")
     p.add_argument("--networks", type=int, default=30)
     p.add_argument("--epochs", type=float, default=3.0, help="the longer stand-alone training (default: 3)")
     p.add_argument("--bn-batches", type=int, help="default: the experiment's supernet.bn_batches")
@@ -187,6 +204,7 @@ def main() -> int:
     from nas.supernet.ranking import (kendall_tau, kendall_tau_gain_interval, kendall_tau_interval, spearman_rho,
                                       tau_ceiling)
     from nas.supernet.score import score_candidate
+    from nas.supernet.train import load_supernet
     from nas.process import peak_rss_kib
     from nas.spec.count import count_madds, count_params
     from nas.threads import torch_threads
@@ -211,11 +229,21 @@ def main() -> int:
     longer = dataclasses.replace(experiment.train_config, epochs=args.epochs, evaluate_test=False, eval_every=None)
     again = dataclasses.replace(longer, seed=longer.seed + 1)
 
-    def supernet_score(spec, seed):
-        return score_candidate(net, spec, splits, bn_batches, score.batch_size, seed, precision=score.precision)
+    compared = None
+    if args.compare:
+        if truth_only:
+            p.error("--compare needs --supernet")
+        compared = load_supernet(args.compare, space)
+        compared_with = json.loads((Path(args.compare) / "supernet.json").read_text())["settings"]
+
+    def supernet_score(spec, seed, supernet=None):
+        return score_candidate(net if supernet is None else supernet, spec, splits, bn_batches, score.batch_size, seed,
+                               precision=score.precision)
 
     runs = {} if truth_only else {"supernet": lambda spec: supernet_score(spec, score.seed),
                                   "supernet_again": lambda spec: supernet_score(spec, score.seed + 1)}
+    if compared is not None:
+        runs["compared"] = lambda spec: supernet_score(spec, score.seed, compared)
     runs |= {"proxy": lambda spec: train_alone(spec, proxy_splits, proxy),
              "longer": lambda spec: train_alone(spec, splits, longer)}
     if args.repeat:
@@ -268,10 +296,18 @@ def main() -> int:
         agree("supernet vs proxy", column("supernet"), column("proxy"))
         agree("supernet vs its rescoring", column("supernet"), column("supernet_again"), rho=False)
         agree("supernet likelihood vs its rescoring", likelihood("supernet"), likelihood("supernet_again"), rho=False)
-    gains = {} if truth_only else {  # likelihood over accuracy as the supernet's score, paired over the networks
-        name: (agreement[f"supernet likelihood vs {name}"][0] - agreement[f"supernet vs {name}"][0],
-               kendall_tau_gain_interval(column("supernet"), likelihood("supernet"), acc))
-        for name, acc in truth.items()}
+    # paired over the networks: likelihood over accuracy as the supernet's score, and --compare over --supernet
+    contests = [] if truth_only else [("supernet likelihood over accuracy", column("supernet"),
+                                       likelihood("supernet"))]
+    if compared is not None:
+        for name, acc in truth.items():
+            agree(f"compared vs {name}", column("compared"), acc)
+            agree(f"compared likelihood vs {name}", likelihood("compared"), acc)
+        contests += [("compared over supernet, accuracy", column("supernet"), column("compared")),
+                     ("compared over supernet, likelihood", likelihood("supernet"), likelihood("compared"))]
+    gains = {f"{label} vs {name}": (kendall_tau(new, acc) - kendall_tau(old, acc),
+                                    kendall_tau_gain_interval(old, new, acc))
+             for label, old, new in contests for name, acc in truth.items()}
     ceilings = {}  # what a perfect predictor would reach against each ground truth
     if args.repeat:
         agree("longer vs its repeat", column("longer"), column("longer_again"), rho=False)
@@ -287,26 +323,29 @@ def main() -> int:
         "agreement": {name: {"kendall_tau": tau, "kendall_tau_95": list(interval), "spearman_rho": rho}
                       for name, (tau, interval, rho) in agreement.items()},
         "perfect_predictor_tau": ceilings,
-        "likelihood_gain": {name: {"kendall_tau": gain, "kendall_tau_95": list(interval)}
-                            for name, (gain, interval) in gains.items()},
+        "gains": {name: {"kendall_tau": gain, "kendall_tau_95": list(interval)}
+                  for name, (gain, interval) in gains.items()},
         "seconds": cost,
         "peak_memory_mib": peak_rss_kib() / 1024,
         "rows": rows,
     }
     if not truth_only:
         result |= {
-            "supernet_settings": {k: trained_with[k] for k in ("sampling", "kernel", "reorder", "minutes")},
+            "supernet_settings": {k: trained_with[k] for k in SETTINGS_SHOWN},
             "bn_batches": bn_batches, "score_precision": resolve_scoring_precision(score.precision),
             "seconds_per_candidate_scored": cost["supernet_score"] / len(rows),
         }
+    if compared is not None:
+        result["compared_settings"] = {k: compared_with[k] for k in SETTINGS_SHOWN} | {"path": args.compare}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"CPU: {result['cpu']}, {result['threads']} threads; {len(rows)} networks, data {d.name} "
           f"({len(splits.train):,} training images for the supernet and the longer trainings, "
           f"{len(proxy_splits.train):,} for the proxies)" + ("" if truth_only else
-          f", supernet sampling {trained_with['sampling']}, kernel {trained_with['kernel']}"
-          f"{', re-ordered channels' if trained_with['reorder'] else ''}, BN recalibration on {bn_batches} batches, "
+          f", supernet {settings_text(trained_with)}"
+          + ("" if compared is None else f"; compared: {args.compare}, {settings_text(compared_with)}")
+          + f", BN recalibration on {bn_batches} batches, "
           f"scoring in {result['score_precision']}"))
     notes = {"supernet vs its rescoring": f"BatchNorm recalibrated on the batches of seeds {score.seed} and "
                                           f"{score.seed + 1}: the scoring's own agreement",
@@ -317,8 +356,7 @@ def main() -> int:
         print(f"{name:<44}{tau:>12.3f}{f'({low:.2f}, {high:.2f})':>18}{'' if rho is None else f'{rho:.3f}':>14}"
               + (f"  ({notes[name]})" if name in notes else ""))
     for name, (gain, (low, high)) in gains.items():
-        print(f"supernet likelihood over accuracy vs {name}: Kendall tau {gain:+.3f} (paired 95 % interval "
-              f"{low:+.2f} to {high:+.2f})")
+        print(f"{name}: Kendall tau {gain:+.3f} (paired 95 % interval {low:+.2f} to {high:+.2f})")
     for name, tau in ceilings.items():
         print(f"a perfect predictor vs {name}: Kendall tau about {tau:.2f} (from the repeat's agreement, "
               "for normally distributed noise: the ceiling of any predictor's tau against it)")

@@ -50,3 +50,36 @@ def test_a_file_of_the_earlier_header_is_read_and_gets_todays_header_on_the_next
     bench.append_row(rows, "r", "b", {"proxy": 0.6, "proxy_s": 14.0, "proxy_loss": 0.8, "cpu": "x"})
     assert rows.read_text().splitlines()[0] == ",".join(bench.ROW_FIELDS)
     assert bench.read_rows(rows, "r") == earlier | {"b": {"proxy": 0.6, "proxy_s": 14.0, "proxy_loss": 0.8}}
+
+
+@pytest.mark.slow
+def test_the_benchmark_ranks_two_supernets_and_trains_nothing_twice(bench, tiny_test_experiment, tmp_path, capsys,
+                                                                    monkeypatch):
+    """End to end on 4 networks of the tiny experiment: a crop and a kernel-transform supernet, then the
+    first ranked with the second beside it (``--compare``); the stand-alone figures are trained once."""
+    import json
+    import sys
+
+    rows = tmp_path / "rows.csv"
+
+    def run(*argv):
+        monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", str(tiny_test_experiment), "--networks", "4",
+                                          "--epochs", "0.5", "--subset", "256", "--bn-batches", "1", "--rows",
+                                          str(rows), "--json", *argv])
+        assert bench.main() == 0
+        return json.loads(capsys.readouterr().out)
+
+    run("--supernet", str(tmp_path / "crop"), "--supernet-epochs", "0.5", "--sampling", "sandwich")
+    trained = rows.read_text()
+    assert len(trained.splitlines()) == 5 and all(r.split(",")[4] for r in trained.splitlines()[1:])  # proxy_loss
+    run("--supernet", str(tmp_path / "transform"), "--supernet-epochs", "0.5", "--kernel", "transform")
+    result = run("--supernet", str(tmp_path / "crop"), "--compare", str(tmp_path / "transform"))
+    assert rows.read_text() == trained  # read back, not trained again
+    assert result["compared_settings"]["kernel"] == "transform" and result["supernet_settings"]["kernel"] == "crop"
+    assert {"compared vs longer", "compared likelihood vs longer", "proxy likelihood vs longer"} <= set(
+        result["agreement"])
+    gain = result["gains"]["compared over supernet, accuracy vs longer"]
+    taus = result["agreement"]
+    assert gain["kendall_tau"] == pytest.approx(taus["compared vs longer"]["kendall_tau"]
+                                                - taus["supernet vs longer"]["kendall_tau"], nan_ok=True)
+    assert all(0 <= r["compared"] <= 1 and r["compared_loss"] > 0 for r in result["rows"])
