@@ -296,9 +296,10 @@ def main() -> int:
         agree("supernet vs proxy", column("supernet"), column("proxy"))
         agree("supernet vs its rescoring", column("supernet"), column("supernet_again"), rho=False)
         agree("supernet likelihood vs its rescoring", likelihood("supernet"), likelihood("supernet_again"), rho=False)
-    # paired over the networks: likelihood over accuracy as the supernet's score, and --compare over --supernet
-    contests = [] if truth_only else [("supernet likelihood over accuracy", column("supernet"),
-                                       likelihood("supernet"))]
+    # paired over the networks: likelihood over accuracy as a score, and --compare over --supernet
+    contests = [("proxy likelihood over accuracy", column("proxy"), likelihood("proxy"))]
+    if not truth_only:
+        contests.insert(0, ("supernet likelihood over accuracy", column("supernet"), likelihood("supernet")))
     if compared is not None:
         for name, acc in truth.items():
             agree(f"compared vs {name}", column("compared"), acc)
