@@ -84,8 +84,8 @@ class CachedEvaluator:
         reports = stored.pop("reports", [])
         latency, predicted, measured = self.inner.latency(spec)
         known = {f.name for f in dataclasses.fields(Evaluation)}  # a cache of an earlier version may hold more
-        stored = Evaluation(**{k: v for k, v in stored.items() if k in known})
-        result = dataclasses.replace(stored, latency_ms=latency, latency_predicted_ms=predicted,
+        evaluation = Evaluation(**{k: v for k, v in stored.items() if k in known})
+        result = dataclasses.replace(evaluation, latency_ms=latency, latency_predicted_ms=predicted,
                                      latency_measured_ms=measured)
         for i, (step, epoch, val_acc) in enumerate(reports):
             last = i == len(reports) - 1  # a finished training's last report never prunes it

@@ -72,7 +72,7 @@ def sample_networks(space, n: int, seed: int) -> list:
 def supernet_for(args, experiment, space, splits):
     """(supernet, its training seconds, its settings): the one in --supernet, trained or continued first
     if needed; the settings (sampling, kernel, reorder) are the ones it was trained with."""
-    from nas.supernet.train import settings_for, train_supernet, load_supernet
+    from nas.supernet.train import settings_for, train_supernet
 
     out = Path(args.supernet)
     summary = out / "supernet.json"
@@ -80,8 +80,15 @@ def supernet_for(args, experiment, space, splits):
         settings = settings_for(experiment, epochs=args.supernet_epochs, minutes=args.supernet_minutes,
                                 sampling=args.sampling, kernel=args.kernel, reorder=args.reorder)
         train_supernet(space, splits, settings, out, progress=True)
-    trained = json.loads(summary.read_text())
-    return load_supernet(out, space), trained["seconds"], trained["settings"]
+    net, trained = trained_supernet(out, space)
+    return net, trained["seconds"], trained["settings"]
+
+
+def trained_supernet(path, space):
+    """(supernet, its summary: seconds, settings, ...) of a folder ``nas supernet train`` wrote."""
+    from nas.supernet.train import load_supernet
+
+    return load_supernet(path, space), json.loads((Path(path) / "supernet.json").read_text())
 
 
 def train_alone(spec, splits, config):
@@ -204,7 +211,6 @@ def main() -> int:
     from nas.supernet.ranking import (kendall_tau, kendall_tau_gain_interval, kendall_tau_interval, spearman_rho,
                                       tau_ceiling)
     from nas.supernet.score import score_candidate
-    from nas.supernet.train import load_supernet
     from nas.process import peak_rss_kib
     from nas.spec.count import count_madds, count_params
     from nas.threads import torch_threads
@@ -233,8 +239,8 @@ def main() -> int:
     if args.compare:
         if truth_only:
             p.error("--compare needs --supernet")
-        compared = load_supernet(args.compare, space)
-        compared_with = json.loads((Path(args.compare) / "supernet.json").read_text())["settings"]
+        compared, compared_summary = trained_supernet(args.compare, space)
+        compared_with = compared_summary["settings"]
 
     def supernet_score(spec, seed, supernet=None):
         return score_candidate(net if supernet is None else supernet, spec, splits, bn_batches, score.batch_size, seed,
@@ -284,10 +290,11 @@ def main() -> int:
         agreement[name] = (kendall_tau(a, b), kendall_tau_interval(a, b), spearman_rho(a, b) if rho else None)
 
     size = {"MAdds": [count_madds(spec) for spec in specs], "params": [count_params(spec) for spec in specs]}
+    scorers = ([] if truth_only else ["supernet"]) + ([] if compared is None else ["compared"])
     for name, acc in truth.items():
-        if not truth_only:
-            agree(f"supernet vs {name}", column("supernet"), acc)
-            agree(f"supernet likelihood vs {name}", likelihood("supernet"), acc)
+        for scorer in scorers:
+            agree(f"{scorer} vs {name}", column(scorer), acc)
+            agree(f"{scorer} likelihood vs {name}", likelihood(scorer), acc)
         agree(f"proxy vs {name}", column("proxy"), acc, rho=False)
         agree(f"proxy likelihood vs {name}", likelihood("proxy"), acc, rho=False)
         for measure, values in size.items():  # predictors that know only a network's size, for scale
@@ -301,9 +308,6 @@ def main() -> int:
     if not truth_only:
         contests.insert(0, ("supernet likelihood over accuracy", column("supernet"), likelihood("supernet")))
     if compared is not None:
-        for name, acc in truth.items():
-            agree(f"compared vs {name}", column("compared"), acc)
-            agree(f"compared likelihood vs {name}", likelihood("compared"), acc)
         contests += [("compared over supernet, accuracy", column("supernet"), column("compared")),
                      ("compared over supernet, likelihood", likelihood("supernet"), likelihood("compared"))]
     gains = {f"{label} vs {name}": (kendall_tau(new, acc) - kendall_tau(old, acc),

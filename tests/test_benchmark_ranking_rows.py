@@ -78,8 +78,10 @@ def test_the_benchmark_ranks_two_supernets_and_trains_nothing_twice(bench, tiny_
     assert result["compared_settings"]["kernel"] == "transform" and result["supernet_settings"]["kernel"] == "crop"
     assert {"compared vs longer", "compared likelihood vs longer", "proxy likelihood vs longer"} <= set(
         result["agreement"])
-    gain = result["gains"]["compared over supernet, accuracy vs longer"]
-    taus = result["agreement"]
-    assert gain["kendall_tau"] == pytest.approx(taus["compared vs longer"]["kendall_tau"]
-                                                - taus["supernet vs longer"]["kendall_tau"], nan_ok=True)
+    # (a few steps on 256 images leave every stand-alone accuracy at chance, so the taus themselves are
+    # undefined here; the gain's arithmetic and interval are tested in tests/test_supernet_ranking.py)
+    assert {f"compared over supernet, {score} vs longer" for score in ("accuracy", "likelihood")} <= set(
+        result["gains"])
     assert all(0 <= r["compared"] <= 1 and r["compared_loss"] > 0 for r in result["rows"])
+    # the second supernet is scored, not the first again
+    assert [r["compared_loss"] for r in result["rows"]] != [r["supernet_loss"] for r in result["rows"]]

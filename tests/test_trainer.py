@@ -130,7 +130,7 @@ def test_a_training_reports_its_final_val_loss_with_its_accuracy():
     splits = toy_splits()
     model = tiny_model()
     result = train(model, splits, fast_config(steps=8, eval_every=0.5), progress=False)
-    assert [e["val_loss"] for e in result.history][-1] == result.val_loss and len(result.history) == 2
+    assert result.history[-1]["val_loss"] == result.val_loss and len(result.history) == 2
     again = validate(model, splits.val)
     assert (result.val_acc, result.val_loss) == (again.accuracy, again.loss)
 
