@@ -1,12 +1,14 @@
 """The supernet search against the proxy search at equal total wall time, over seeds (issue 20).
 
     PYTHONPATH=. python3 benchmarks/supernet_search.py experiments/fashion_mnist.yaml --out runs/bench_supernet_search \\
-        --seeds 0 1 2 --supernet-minutes 30 --candidates 2000 --epochs 10 --target 0.7
+        --seeds 0 1 2 --supernet-minutes 60 --sampling sandwich --metric likelihood --candidates 2000 --epochs 10 \\
+        --target 0.7
 
 Per seed s (the searches' seed and the supernet's training seed):
 
 1. supernet arm: a supernet trained for ``--supernet-minutes`` (``--sampling``) into OUT/s<s>/supernet, then a
-   search of ``--candidates`` trials scored by it. Its time is the supernet's training plus the search's.
+   search of ``--candidates`` trials scored by it (``--metric``: top-1 accuracy or likelihood). Its time is the
+   supernet's training plus the search's.
 2. proxy arm: the experiment's proxy search, same strategy and seed, for the same total time.
 3. each arm's best network (by reward) trained from scratch with the experiment's full-training recipe run
    for ``--epochs``, and its test accuracy.
@@ -43,7 +45,8 @@ from nas.io import parse_json, write_text_atomic  # noqa: E402
 
 ARMS = ("supernet", "proxy")
 MANY_TRIALS = 10**6  # a search bounded by its time, not its trials
-SETTINGS = ("supernet_minutes", "sampling", "candidates", "epochs", "target", "strategy", "subset")  # of one --out
+SETTINGS = ("supernet_minutes", "sampling", "metric", "candidates", "epochs", "target", "strategy", "options",
+            "subset")  # of one --out
 
 
 class State:
@@ -116,8 +119,8 @@ def run_seed(exp, splits, args, seed: int, state: State) -> None:
         state.put(f"s{seed}_supernet_train_seconds", train_supernet_for(exp, splits, args, seed, folder / "supernet"))
     budget = state.get(f"s{seed}_supernet_train_seconds")
     if state.get(f"s{seed}_supernet_best") is None:
-        arm = searched.replace(out=folder / "supernet_search", search={"evaluator": "supernet"},
-                               supernet={"path": str(folder / "supernet")})
+        scorer = {"path": str(folder / "supernet"), "metric": args.metric or exp.supernet.metric}
+        arm = searched.replace(out=folder / "supernet_search", search={"evaluator": "supernet"}, supernet=scorer)
         best, seconds, n, distinct = timed_search(arm, state, f"s{seed}_supernet_search", trials=args.candidates,
                                                   book_minutes=args.book_minutes)
         state.put(f"s{seed}_supernet_best", {"spec": best, "search_seconds": seconds, "candidates": n,
@@ -192,18 +195,25 @@ def summary_lines(rows: list[dict]) -> list[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from nas.config import SUPERNET_SAMPLINGS
+    from nas.config import SUPERNET_METRICS, SUPERNET_SAMPLINGS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("experiment")
     p.add_argument("--out", type=Path, required=True, help="folder of the state, the searches and the trainings")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--supernet-minutes", type=float, default=30.0)
-    p.add_argument("--sampling", choices=SUPERNET_SAMPLINGS, default="uniform")
+    p.add_argument("--supernet-minutes", type=float, default=60.0, help="each seed's supernet training (default 60, "
+                   "the issue's budget)")
+    p.add_argument("--sampling", choices=SUPERNET_SAMPLINGS, default="sandwich",
+                   help="the supernet's training rule (default sandwich, which ranks better)")
+    p.add_argument("--metric", choices=SUPERNET_METRICS, help="the supernet arm's score of a candidate "
+                   "(default: the experiment's supernet.metric)")
     p.add_argument("--candidates", type=int, default=2000, help="trials of the supernet search (default 2000)")
     p.add_argument("--epochs", type=float, help="epochs of the final trainings (default: the experiment's recipe)")
     p.add_argument("--target", type=float, help="latency target as a multiple of the baseline's predicted latency")
     p.add_argument("--strategy", help="search strategy of both arms (default: the experiment's)")
+    p.add_argument("--options", help="the strategy's settings for both arms, a JSON object, e.g. "
+                   "'{\"population\": 50, \"sample\": 10}' for evolution (default: the experiment's, or the "
+                   "strategy's defaults with --strategy)")
     p.add_argument("--subset", type=int, help="train the supernets and the final networks on this many images "
                    "(smoke runs; default: the whole training split)")
     p.add_argument("--book-minutes", type=float, default=5.0, help="how often a search's time is saved (default 5)")
@@ -231,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.experiment import load_experiment, with_resolved_table
     from nas.latency import load_predictor
     from nas.latency.catalog import measures_here
+    from nas.search.study import check_strategy
 
     exp = with_resolved_table(load_experiment(args.experiment))
     if exp.latency.table is None or not measures_here(exp.latency.table):
@@ -238,8 +249,14 @@ def run(args: argparse.Namespace) -> int:
                        f"latency.table is {exp.latency.table} (set latency.device: this)")
     if args.epochs:
         exp = exp.replace(train={"epochs": args.epochs})
-    if args.strategy:
-        exp = exp.replace(search={"strategy": args.strategy})
+    if args.strategy and args.strategy != exp.search.strategy:  # the experiment's options are its own strategy's
+        exp = exp.replace(search={"strategy": args.strategy, "options": {}})
+    if args.options:
+        options = parse_json(args.options, NasError, "--options")
+        if not isinstance(options, dict):
+            raise NasError("--options is not a JSON object of the strategy's settings")
+        exp = exp.replace(search={"options": options})
+    check_strategy(exp)  # before any training
     if args.target:
         target = args.target * load_predictor(exp.latency.table).predict(exp.load_space().baseline)
         exp = exp.replace(reward={"target_ms": target})

@@ -2,6 +2,7 @@
 final trainings, one interleaved measurement, a rerun that trains nothing again, a foreign state refused."""
 
 import csv
+import math
 
 import pytest
 import yaml
@@ -15,8 +16,8 @@ def bench():
     return load_benchmark("supernet_search")
 
 
-ARGS = ["--seeds", "0", "--supernet-minutes", "0.02", "--candidates", "3", "--epochs", "0.3", "--target", "0.9",
-        "--strategy", "random", "--book-minutes", "0.05"]
+ARGS = ["--seeds", "0", "--supernet-minutes", "0.02", "--metric", "likelihood", "--candidates", "3", "--epochs", "0.3",
+        "--target", "0.9", "--strategy", "random", "--book-minutes", "0.05"]
 
 
 @pytest.fixture
@@ -44,6 +45,9 @@ def test_both_arms_at_equal_time_then_a_rerun_trains_nothing(bench, experiment, 
     for arm in ("supernet", "proxy", "baseline"):
         assert 0 <= float(rows[arm]["test_acc"]) <= 1 and float(rows[arm]["measured_ms"]) > 0
     assert (out / "s0" / "supernet_search" / "pareto.png").is_file()
+    with (out / "s0" / "supernet_search" / "trials.csv").open() as f:  # --metric likelihood: scored by exp(-loss)
+        scored = [r for r in csv.DictReader(f) if r["state"] == "COMPLETE"]
+    assert scored and all(float(r["val_acc"]) == pytest.approx(math.exp(-float(r["val_loss"]))) for r in scored)
     assert "supernet search vs proxy search" in first and "supernet search vs baseline" in first
     checkpoint = out / "s0" / "supernet" / "supernet.pt"
     stamp = checkpoint.stat().st_mtime_ns
@@ -64,3 +68,13 @@ def test_a_state_file_it_did_not_write_is_one_line_and_exit_status_2(bench, expe
     assert bench.main([str(experiment), "--out", str(out), *ARGS]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "state.json" in err
+
+
+@pytest.mark.parametrize("options", ["[50, 10]", '{"population": 5, "sample": 9}', '{"population": NaN}'])
+def test_strategy_options_it_cannot_use_are_one_line_and_exit_status_2(bench, experiment, tmp_path, capsys, options):
+    out = tmp_path / "bench"
+    args = [str(experiment), "--out", str(out), *ARGS[:-6], "--strategy", "evolution", "--options", options]
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("options" in err or "evolution" in err)
+    assert not out.exists()  # refused before anything is written

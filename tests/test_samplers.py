@@ -175,6 +175,20 @@ def test_evolution_children_are_one_mutation_from_their_parent():
         assert sum(parent.params[k] != child.params[k] for k in SCORES) == 1
 
 
+def test_evolution_parents_are_among_the_latest_members_and_a_long_study_reads_only_those(monkeypatch):
+    study = optuna.create_study(direction="maximize", sampler=RegularizedEvolutionSampler(seed=0, population=4,
+                                                                                          sample=2))
+    study.optimize(objective, n_trials=200)
+    for child in study.trials[4:]:  # every trial completes, so the population is the 4 trials before the child
+        assert child.number - 4 <= child.system_attrs["nas:evolution:parent"] < child.number
+    read = []
+    tokens = RegularizedEvolutionSampler.tokens
+    monkeypatch.setattr(RegularizedEvolutionSampler, "tokens", staticmethod(lambda t, space: read.append(t.number)
+                                                                             or tokens(t, space)))
+    study.optimize(objective, n_trials=1)
+    assert sorted(read) == [196, 197, 198, 199]  # not the 200 trials: sampling costs the same at any length
+
+
 # -- bad input leaves the study undamaged --------------------------------------------------------------
 def snapshot(study):
     return ([(t.number, t.state, t.params, t.values) for t in study.get_trials()],

@@ -98,22 +98,25 @@ class RegularizedEvolutionSampler(CategoricalSampler):
         if state is None:
             self.write_state(study, {"format": self.FORMAT, "space": space_signature(space)})
         rng = trial_rng(self._seed, trial.number, "evolution")
-        members = self.members(study, space, trial.number)
-        if len(members) < self.population:
+        alive = self.members(study, space, trial.number, most=self.population)
+        if len(alive) < self.population:
             return {name: rng.choice(dist.choices) for name, dist in space.items()}
-        alive = members[-self.population:]
         number, params, _ = max(rng.sample(alive, self.sample), key=lambda m: (m[2], -m[0]))
         private.set_trial_system_attr(study, trial, PARENT_ATTR, number)
         return mutate(params, space, rng)
 
-    def members(self, study: optuna.Study, space: dict[str, CategoricalDistribution], before: int
-                ) -> list[tuple[int, dict[str, Any], float]]:
-        """(number, params, reward) of the finished, rewarded trials numbered below ``before``."""
+    def members(self, study: optuna.Study, space: dict[str, CategoricalDistribution], before: int,
+                most: int | None = None) -> list[tuple[int, dict[str, Any], float]]:
+        """(number, params, reward) of the finished, rewarded trials numbered below ``before``, oldest first;
+        with ``most``, only the latest ``most`` of them (read newest first, so a long study costs no more
+        per sample than a short one)."""
         out = []
-        for t in study.get_trials(deepcopy=False, states=FINISHED):
+        for t in sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: -t.number):
+            if most is not None and len(out) == most:
+                break
             if t.number >= before or self.tokens(t, space) is None:
                 continue
             reward = self.reward(study, t)
             if reward is not None:
                 out.append((t.number, {n: t.params[n] for n in space}, reward))
-        return sorted(out, key=lambda m: m[0])
+        return out[::-1]
