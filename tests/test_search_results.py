@@ -36,7 +36,9 @@ def test_distinct_candidates_count_each_network_once():
 
 def test_the_plots_accuracy_axis_names_the_evaluator():
     assert accuracy_label("proxy") == "proxy validation accuracy"
-    assert accuracy_label("supernet").startswith("supernet score")
+    assert accuracy_label("supernet") == "supernet val accuracy (shared weights)"
+    assert accuracy_label("supernet", "likelihood") == "supernet val likelihood, exp(-loss)"
+    assert accuracy_label("proxy", "likelihood") == "proxy validation accuracy"  # the proxy has no such setting
     assert accuracy_label("synthetic:0.5").startswith("synthetic")
     with pytest.raises(KeyError):
         accuracy_label("oracle")

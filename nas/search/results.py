@@ -82,13 +82,16 @@ def hypervolume(points: Sequence[tuple[float, float]], ref_acc: float, ref_laten
     return hypervolume_of_losses(np.array(inside, dtype=float), np.array([-ref_acc, ref_latency], dtype=float))
 
 
-ACCURACY_LABELS = {"proxy": "proxy validation accuracy", "supernet": "supernet score (validation accuracy, shared weights)",
+ACCURACY_LABELS = {"proxy": "proxy validation accuracy", "supernet": "supernet val accuracy (shared weights)",
+                   "supernet likelihood": "supernet val likelihood, exp(-loss)",
                    "synthetic": "synthetic accuracy (no training)"}
 
 
-def accuracy_label(evaluator: str) -> str:
-    """What a search's accuracies are, by its evaluator (``synthetic:SECONDS`` is synthetic)."""
-    return ACCURACY_LABELS[evaluator.partition(":")[0]]
+def accuracy_label(evaluator: str, supernet_metric: str = "accuracy") -> str:
+    """What a search's accuracies are, by its evaluator (``synthetic:SECONDS`` is synthetic) and, for a
+    supernet, the score it gives (``supernet.metric``)."""
+    name = evaluator.partition(":")[0]
+    return ACCURACY_LABELS[f"{name} likelihood" if name == "supernet" and supernet_metric == "likelihood" else name]
 
 
 def distinct_candidates(records: Sequence[TrialRecord]) -> int:
@@ -199,7 +202,7 @@ def finish(experiment: Experiment, study: optuna.Study, out: Path, baseline: dic
         files["best_spec"] = str(out / "best_spec.json")
         write_text_atomic(files["best_spec"], ArchSpec.from_string(best.spec).to_json() + "\n")
     plot_pareto(records, Path(files["pareto_plot"]), target, baseline, title=f"{study.study_name}: accuracy vs latency",
-                accuracy=accuracy_label(experiment.search.evaluator))
+                accuracy=accuracy_label(experiment.search.evaluator, experiment.supernet.metric))
     done = [r for r in records if r.state in ("COMPLETE", "PRUNED")]
     result = SearchResult(study, out, best, front, len(done), baseline, hv, measured, files, storage,
                           distinct_candidates(done))
