@@ -73,7 +73,7 @@ def test_a_state_file_it_did_not_write_is_one_line_and_exit_status_2(bench, expe
 @pytest.mark.parametrize("options", ["[50, 10]", '{"population": 5, "sample": 9}', '{"population": NaN}'])
 def test_strategy_options_it_cannot_use_are_one_line_and_exit_status_2(bench, experiment, tmp_path, capsys, options):
     out = tmp_path / "bench"
-    args = [str(experiment), "--out", str(out), *ARGS[:-6], "--strategy", "evolution", "--options", options]
+    args = [str(experiment), "--out", str(out), "--seeds", "0", "--strategy", "evolution", "--options", options]
     assert bench.main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ("options" in err or "evolution" in err)

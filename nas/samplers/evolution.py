@@ -98,21 +98,20 @@ class RegularizedEvolutionSampler(CategoricalSampler):
         if state is None:
             self.write_state(study, {"format": self.FORMAT, "space": space_signature(space)})
         rng = trial_rng(self._seed, trial.number, "evolution")
-        alive = self.members(study, space, trial.number, most=self.population)
+        alive = self.members(study, space, trial.number, self.population)
         if len(alive) < self.population:
             return {name: rng.choice(dist.choices) for name, dist in space.items()}
         number, params, _ = max(rng.sample(alive, self.sample), key=lambda m: (m[2], -m[0]))
         private.set_trial_system_attr(study, trial, PARENT_ATTR, number)
         return mutate(params, space, rng)
 
-    def members(self, study: optuna.Study, space: dict[str, CategoricalDistribution], before: int,
-                most: int | None = None) -> list[tuple[int, dict[str, Any], float]]:
-        """(number, params, reward) of the finished, rewarded trials numbered below ``before``, oldest first;
-        with ``most``, only the latest ``most`` of them (read newest first, so a long study costs no more
-        per sample than a short one)."""
+    def members(self, study: optuna.Study, space: dict[str, CategoricalDistribution], before: int, most: int
+                ) -> list[tuple[int, dict[str, Any], float]]:
+        """(number, params, reward) of the latest ``most`` finished, rewarded trials numbered below ``before``,
+        oldest first. The study is read newest first, so a long study costs no more per sample than a short one."""
         out = []
         for t in sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: -t.number):
-            if most is not None and len(out) == most:
+            if len(out) == most:
                 break
             if t.number >= before or self.tokens(t, space) is None:
                 continue
