@@ -91,8 +91,8 @@ def test_residual_group_uses_one_index_set_for_every_tensor():
 def test_dropping_dead_channels_keeps_the_function():
     """Channels whose producing filters and BN are zeroed contribute nothing: dropping them (they have the
     smallest L2 norm, so they are the ones dropped) leaves the network's outputs unchanged. In float64: the
-    random network's outputs reach 10^5, where float32's different summation orders (96 channels against 64)
-    can differ by 10^2."""
+    random network's outputs reach 10^5-10^6, where float32's different summation orders (96 channels against
+    64) can differ by 10^2."""
     model = random_model(SPEC, seed=5).double()
     dead = torch.arange(0, 96, 3)  # 32 of block 2's 96 expansion channels
     with torch.no_grad():
