@@ -4,7 +4,8 @@ import pytest
 
 from nas.search.base import TrialRecord
 from nas.search.evolution import active_decisions
-from nas.search.results import accuracy_label, best_record, distinct_candidates, hypervolume, pareto_front, trials_frame
+from nas.search.results import (accuracy_label, best_record, distinct_candidates, hypervolume, pareto_front, plot_pareto,
+                                trials_frame)
 
 
 def rec(number, acc, lat, reward=None, state="COMPLETE"):
@@ -42,6 +43,27 @@ def test_the_plots_accuracy_axis_names_the_evaluator():
     assert accuracy_label("synthetic:0.5").startswith("synthetic")
     with pytest.raises(KeyError):
         accuracy_label("oracle")
+
+
+def test_the_pareto_plot_counts_pruned_trials_in_its_legend_and_keeps_its_title_inside_the_figure(tmp_path,
+                                                                                                 monkeypatch):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    records = [rec(0, 0.74, 0.21), rec(1, 0.77, 0.20), rec(2, 0.72, 0.31)]
+    records += [rec(n, 0.2, 0.25, state="PRUNED") for n in range(3, 1290)]
+    title = "fashion_mnist-evolution: accuracy vs latency"  # the title of this search (experiment-strategy)
+    plot_pareto(records, tmp_path / "pareto.png", target_ms=0.305, title=title)
+    (fig,) = saved
+    ax = fig.axes[0]
+    assert ax.get_title() == title
+    assert "1287 pruned trials (not shown)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    canvas = FigureCanvasAgg(fig)  # the backend it was saved with (closed figures keep a bare canvas)
+    canvas.draw()
+    box = ax.title.get_window_extent(canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1  # not clipped (it was, with the count in the title)
 
 
 def test_active_decisions_skip_blocks_past_the_depth():
