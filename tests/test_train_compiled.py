@@ -59,6 +59,21 @@ def test_depthwise_function_passes_gradcheck(method):
     assert torch.autograd.gradcheck(lambda a, b: DepthwiseConv.apply(a, b, 2, 2, method), (x, weight))
 
 
+def test_compiled_trainings_take_the_batched_weight_gradient_beside_the_tap_sum_on_amd_family_26_and_newer_only():
+    from nas.train.cpu import small_map_depthwise
+
+    avx512 = frozenset({"avx2", "avx512f", "avx512bw", "avx512_bf16"})
+    zen5, zen4, xeon = ("AuthenticAMD", 26), ("AuthenticAMD", 25), ("GenuineIntel", 6)
+    assert small_map_depthwise(avx512, compiled=True, family=zen5)
+    assert small_map_depthwise(avx512, compiled=True, family=("AuthenticAMD", 27))
+    assert not small_map_depthwise(avx512, compiled=False, family=zen5)  # eager: oneDNN's elsewhere
+    assert not small_map_depthwise(avx512, compiled=True, family=zen4)
+    assert not small_map_depthwise(avx512, compiled=True, family=xeon)
+    assert not small_map_depthwise(avx512, compiled=True, family=("", None))
+    for family in (zen4, xeon, ("", None)):  # without AVX-512 always, compiled or not
+        assert small_map_depthwise(frozenset({"avx2", "fma"}), compiled=False, family=family)
+
+
 def test_the_batched_weight_gradient_is_used_for_large_kernels_on_small_maps_only():
     assert batched_pays(4, 5, 1) and batched_pays(7, 7, 1)
     assert not batched_pays(14, 5, 1) and not batched_pays(7, 3, 1) and not batched_pays(7, 5, 2)

@@ -25,26 +25,33 @@ LONG_TRAINING_STEPS = 2000
 
 
 @functools.lru_cache(maxsize=1)
-def _cpuinfo() -> tuple[str, frozenset[str]]:
-    """(model name, flags) of the first processor in /proc/cpuinfo; ("unknown", {}) elsewhere."""
+def _cpuinfo() -> dict[str, str]:
+    """The fields of the first processor in /proc/cpuinfo (empty where there is none)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return "unknown", frozenset()
+        return {}
     fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if sep and key.strip() not in fields:
             fields[key.strip()] = value.strip()
-    return fields.get("model name", "unknown"), frozenset(fields.get("flags", "").split())
+    return fields
 
 
 def cpu_model() -> str:
-    return _cpuinfo()[0]
+    return _cpuinfo().get("model name", "unknown")
 
 
 def cpu_flags() -> frozenset[str]:
-    return _cpuinfo()[1]
+    return frozenset(_cpuinfo().get("flags", "").split())
+
+
+def cpu_family() -> tuple[str, int | None]:
+    """(vendor, family) as /proc/cpuinfo gives them, e.g. ("AuthenticAMD", 26); ("", None) if unknown."""
+    fields = _cpuinfo()
+    family = fields.get("cpu family", "")
+    return fields.get("vendor_id", ""), int(family) if family.isdigit() else None
 
 
 def has_bf16(flags: frozenset[str] | None = None) -> bool:
@@ -53,14 +60,30 @@ def has_bf16(flags: frozenset[str] | None = None) -> bool:
     return any(flag in flags for flag in BF16_FLAGS)
 
 
-def small_map_depthwise(flags: frozenset[str] | None = None) -> bool:
+# AMD's family 26 (0x1A, Zen 5) has full-width AVX-512 datapaths; family 25 (Zen 4) runs them in two halves.
+FULL_WIDTH_AVX512_AMD_FAMILY = 26
+
+
+def small_map_depthwise(flags: frozenset[str] | None = None, compiled: bool = False,
+                        family: tuple[str, int | None] | None = None) -> bool:
     """Whether trainings compute the weight gradient of large-kernel depthwise layers on small maps with
-    a batched matrix multiply (:mod:`nas.train.depthwise`): on CPUs without AVX-512, where oneDNN's took
-    68 ms for the Fashion-MNIST baseline's 576-channel 4x4 layer against 7.7 ms. The trainer ran 1.47x a
-    plain loop's images/s without it and 1.80x with it, compiled 1.76x and 2.15x (AMD EPYC family 23,
-    AVX2, 2 threads, benchmarks/train_throughput.py)."""
+    a batched matrix multiply (:mod:`nas.train.depthwise`).
+
+    * On CPUs without AVX-512, compiled or not: there oneDNN's took 68 ms for the Fashion-MNIST
+      baseline's 576-channel 4x4 layer against 7.7 ms. The trainer ran 1.47x a plain loop's images/s
+      without it and 1.80x with it, compiled 1.76x and 2.15x (AMD EPYC family 23, AVX2, 2 threads,
+      benchmarks/train_throughput.py).
+    * In a compiled training (the other depthwise layers taking inductor's tap sum) on AMD family 26
+      and newer (Zen 5): the compiled bf16 trainer ran 1.07x and 1.08x as fast with it as with the tap
+      sum alone, in two side-by-side runs (AMD EPYC family 26 model 2, 2 threads). Not on family 25
+      (Zen 4), where it ran 0.91x, nor on the Intel Xeon with AMX, where the product alone was 3-6x
+      slower than the compiled tap sum.
+    """
     flags = cpu_flags() if flags is None else flags
-    return "avx512f" not in flags
+    if "avx512f" not in flags:
+        return True
+    vendor, number = cpu_family() if family is None else family
+    return compiled and vendor == "AuthenticAMD" and number is not None and number >= FULL_WIDTH_AVX512_AMD_FAMILY
 
 
 def cpu_summary() -> str:

@@ -16,7 +16,7 @@ replacements, each exact up to the order of the sums:
   AMD EPYC (AVX2, 2 threads, batch 128) 7.7 against 68 ms for the 576-channel 4x4 layer, 9.1 against
   12.3 ms for the 240-channel 7x7 one, but 11 against 1.4 ms for a 3x3 kernel on a 14x14 map.
   :func:`batched_pays` is the rule measured there; the trainer uses it, compiled or not, on CPUs without
-  AVX-512 (:func:`nas.train.cpu.small_map_depthwise`).
+  AVX-512, and compiled (beside the shifted one) on AMD's Zen 5 (:func:`nas.train.cpu.small_map_depthwise`).
 
 A model's layers are patched in for a training by :mod:`nas.train.layer_patches`; the supernet calls
 :func:`depthwise_conv`.
