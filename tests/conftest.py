@@ -95,14 +95,17 @@ def one_thread():
 @pytest.fixture(scope="session")
 def fashion_tables(tmp_path_factory) -> Path:
     """A Fashion-MNIST folder of tables holding one of this machine (a copy of a shipped table made
-    this machine's) and the shipped AMD EPYC table; a test never builds the whole space's table."""
+    this machine's) and a shipped table of another device
+    (:func:`tests.latency_helpers.another_devices_shipped_fashion_table`); a test never builds the whole
+    space's table."""
     import shutil
 
-    from tests.latency_helpers import SHIPPED_FASHION, SHIPPED_FASHION_AMD, as_this_machines_table
+    from tests.latency_helpers import SHIPPED_FASHION, another_devices_shipped_fashion_table, as_this_machines_table
 
     folder = tmp_path_factory.mktemp("tables") / "fashion_mnist"
     as_this_machines_table(SHIPPED_FASHION, folder)
-    shutil.copytree(SHIPPED_FASHION_AMD, folder / SHIPPED_FASHION_AMD.name)
+    other = another_devices_shipped_fashion_table()
+    shutil.copytree(other, folder / other.name)
     return folder
 
 

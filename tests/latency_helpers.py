@@ -1,5 +1,6 @@
 """Shared bits of the latency tests: a tiny space and a fast protocol."""
 
+import json
 from pathlib import Path
 
 TINY_SPACE = """\
@@ -29,6 +30,16 @@ def write_space(directory: Path, text: str = TINY_SPACE, name: str = "tiny.yaml"
 SHIPPED_TABLES = Path(__file__).resolve().parents[1] / "latency_tables"
 SHIPPED_FASHION = SHIPPED_TABLES / "fashion_mnist" / "intel-xeon-2.80ghz-2c-ort1.32.0-t1-74165aa5"
 SHIPPED_FASHION_AMD = SHIPPED_TABLES / "fashion_mnist" / "amd-epyc-2c-ort1.32.0-t1-5726d391"
+
+
+def another_devices_shipped_fashion_table() -> Path:
+    """A shipped Fashion-MNIST table of a device other than this machine: the AMD EPYC one, or the Intel
+    Xeon one on a machine whose fingerprint is the AMD EPYC table's."""
+    from nas.latency.device import this_device
+
+    meta = json.loads((SHIPPED_FASHION_AMD / "meta.json").read_text())
+    this_id = this_device(meta["device"]["runtime"], meta["device"]["threads"])["id"]
+    return SHIPPED_FASHION if this_id == SHIPPED_FASHION_AMD.name else SHIPPED_FASHION_AMD
 
 
 def as_this_machines_table(source: Path, folder: Path) -> Path:

@@ -18,7 +18,7 @@ from nas.latency.device import TEST_CPU_MODEL, device_id, is_this_device, this_d
 from nas.latency.table import ENTRIES, META
 from nas.spec import load_space
 from tests.conftest import ROOT, assert_one_line_error, run_cli
-from tests.latency_helpers import SHIPPED_FASHION_AMD, write_space
+from tests.latency_helpers import SHIPPED_FASHION_AMD, another_devices_shipped_fashion_table, write_space
 
 UNSEEN_CPU = {TEST_CPU_MODEL: "Never Seen CPU 7"}  # a CPU no shipped table was measured on
 BASELINE = ROOT / "search_spaces" / "fashion_mnist.yaml"
@@ -52,13 +52,13 @@ def test_shipped_tables_live_in_device_folders_named_by_their_id():
 
 
 def test_the_target_devices_table_is_picked_from_a_spaces_folder(fashion_tables, monkeypatch):
-    amd = SHIPPED_FASHION_AMD.name
-    assert find_table(fashion_tables, device=amd) == fashion_tables / amd
+    other = another_devices_shipped_fashion_table().name
+    assert find_table(fashion_tables, device=other) == fashion_tables / other
     assert find_table(fashion_tables) == fashion_tables / this_device()["id"]
-    assert find_table(fashion_tables / amd) == fashion_tables / amd  # a table folder is itself
+    assert find_table(fashion_tables / other) == fashion_tables / other  # a table folder is itself
     monkeypatch.setenv(TEST_CPU_MODEL, "Never Seen CPU 7")
     assert find_table(fashion_tables) is None
-    with pytest.raises(NoTableError, match=rf"no latency table of device never-seen-7-.*tables there: .*{amd}"):
+    with pytest.raises(NoTableError, match=rf"no latency table of device never-seen-7-.*tables there: .*{other}"):
         resolve_table(fashion_tables, build=False)
     with pytest.raises(NoTableError, match="no latency table of device amd-epyc-99c"):
         resolve_table(fashion_tables, device="amd-epyc-99c-ort1.32.0-t1-00000000")
