@@ -43,6 +43,7 @@ def cpu_model() -> str:
     return _cpuinfo().get("model name", "unknown")
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     return frozenset(_cpuinfo().get("flags", "").split())
 
@@ -82,8 +83,10 @@ def small_map_depthwise(flags: frozenset[str] | None = None, compiled: bool = Fa
     flags = cpu_flags() if flags is None else flags
     if "avx512f" not in flags:
         return True
+    if not compiled:
+        return False
     vendor, number = cpu_family() if family is None else family
-    return compiled and vendor == "AuthenticAMD" and number is not None and number >= FULL_WIDTH_AVX512_AMD_FAMILY
+    return vendor == "AuthenticAMD" and number is not None and number >= FULL_WIDTH_AVX512_AMD_FAMILY
 
 
 def cpu_summary() -> str:
