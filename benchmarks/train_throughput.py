@@ -2,7 +2,7 @@
 
     python benchmarks/train_throughput.py [--network search_spaces/fashion_mnist.yaml] [--threads 2]
         [--batch-size 128] [--steps 10] [--rounds 5] [--precisions fp32 bf16] [--synthetic]
-        [--parts] [--compile] [--depthwise]
+        [--parts] [--compile] [--depthwise] [--batchnorm]
 
 Both train the same network (seed 0) with the same threads and batch size on Fashion-MNIST held in
 memory (or random uint8 images with --synthetic). The plain loop is what one writes without tricks:
@@ -14,7 +14,9 @@ loop, after one warm-up round. The input pipeline alone is timed too: it must be
 training. ``--parts`` also times the optimizer step (for-loop, foreach, fused) and evaluation with
 and without BatchNorm folding; ``--compile`` adds the trainer with ``compile: on`` for each precision
 (its compiled steps; the compilation, timed once, is printed apart); ``--depthwise`` adds the trainer
-compiled in the first precision with each depthwise weight gradient of :data:`DEPTHWISE` forced.
+compiled in the first precision with each depthwise weight gradient of :data:`DEPTHWISE` forced;
+``--batchnorm`` the trainer compiled in the first precision with inductor's own BatchNorm instead of
+the two-stage one (:mod:`nas.train.batchnorm`).
 """
 
 from __future__ import annotations
@@ -84,19 +86,19 @@ DEPTHWISE = {"tap sum": (True, False), "oneDNN": (False, False), "batched produc
 
 class Trainer:
     """``nas.train.train`` for ``steps`` steps on the given model (images/s of its training steps; with
-    ``compile`` on, of the steps after the first, which compiles). ``depthwise`` (a key of
-    :data:`DEPTHWISE`) forces that depthwise weight gradient instead of the one the trainer picks."""
+    ``compile`` on, of the steps after the first, which compiles). ``patches`` (keyword arguments of
+    :func:`nas.train.layer_patches.patched_layers`) force those layer patches instead of the trainer's pick."""
 
     def __init__(self, model: nn.Module, splits: DataSplits, batch_size: int, precision: str, threads: int,
-                 compile: str = "off", depthwise: str | None = None):
+                 compile: str = "off", patches: dict | None = None):
         self.model, self.splits = model, splits
         self.config = dict(batch_size=batch_size, eval_every=None, precision=precision, threads=threads,
                            compile=compile)
         self.compiles = compile == "on"
-        self.depthwise = depthwise
+        self.patches = patches or {}
 
     def run(self, steps: int) -> float:
-        with forced_depthwise(self.depthwise):
+        with forced_patches(**self.patches):
             result = train(self.model, self.splits, TrainConfig(steps=steps + self.compiles, **self.config),
                            progress=False)
         if self.compiles and result.compile_seconds > 5:
@@ -105,16 +107,16 @@ class Trainer:
 
 
 @contextlib.contextmanager
-def forced_depthwise(name: str | None) -> Iterator[None]:
-    """Within the block, trainings take the depthwise weight gradient ``name`` (None: the trainer's pick)."""
-    if name is None:
+def forced_patches(**forced) -> Iterator[None]:
+    """Within the block, trainings patch their layers with ``forced`` keyword arguments of
+    :func:`nas.train.layer_patches.patched_layers` over the trainer's own (none: the trainer's pick)."""
+    if not forced:
         yield
         return
     import nas.train.trainer as trainer
 
-    shifted, small_maps = DEPTHWISE[name]
     own = trainer.patched_layers
-    trainer.patched_layers = lambda model, fp32, **_: own(model, fp32=fp32, shifted=shifted, small_maps=small_maps)
+    trainer.patched_layers = lambda model, **kwargs: own(model, **{**kwargs, **forced})
     try:
         yield
     finally:
@@ -210,6 +212,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time the trainer compiled (a minute or two to compile)")
     parser.add_argument("--depthwise", action="store_true",
                         help="also time the trainer compiled with each depthwise weight gradient (first precision)")
+    parser.add_argument("--batchnorm", action="store_true",
+                        help="also time the trainer compiled with inductor's own BatchNorm (first precision)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     splits = synthetic() if args.synthetic else load_data("fashion-mnist")
@@ -228,9 +232,14 @@ def main() -> None:
             contenders[name] = Trainer(build(args.network, splits), small, args.batch_size, precision, args.threads,
                                        compile)
     if args.depthwise:
-        for name in DEPTHWISE:
+        for name, (shifted, small_maps) in DEPTHWISE.items():
             contenders[f"trainer {args.precisions[0]} compiled, depthwise {name}"] = Trainer(
-                build(args.network, splits), small, args.batch_size, args.precisions[0], args.threads, "on", name)
+                build(args.network, splits), small, args.batch_size, args.precisions[0], args.threads, "on",
+                dict(shifted=shifted, small_maps=small_maps))
+    if args.batchnorm:
+        contenders[f"trainer {args.precisions[0]} compiled, inductor's BatchNorm"] = Trainer(
+            build(args.network, splits), small, args.batch_size, args.precisions[0], args.threads, "on",
+            dict(batchnorm=False))
     print_speeds(medians(contenders, args.steps, args.rounds))
     if args.parts:
         parts(args, splits)

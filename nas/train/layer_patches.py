@@ -12,6 +12,8 @@ model, its checkpoints and its export are untouched; only the kernels the traini
   with the shifted weight gradient, which inductor fuses; where ``small_maps`` is asked for (compiled
   or not), those with a large kernel on a small map use its batched weight gradient
   (:func:`nas.train.depthwise.depthwise_conv`).
+* BatchNorm layers in a compiled model compute their batch statistics and gradients as two-stage
+  sums (:mod:`nas.train.batchnorm`), which inductor splits across the threads better than its own.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from nas.models.layers import SqueezeExcite, squeeze_excite_gate
+from nas.train.batchnorm import batch_norm_forward, patchable as patchable_batchnorm
 from nas.train.depthwise import depthwise_conv
 
 
@@ -58,16 +61,20 @@ def _patchable_se(module: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def patched_layers(model: nn.Module, fp32: bool, shifted: bool, small_maps: bool = False) -> Iterator[None]:
+def patched_layers(model: nn.Module, fp32: bool, shifted: bool, small_maps: bool = False,
+                   batchnorm: bool = False) -> Iterator[None]:
     """Within the block, the model's squeeze-and-excitation layers run as matrix products, its grouped
     convolutions outside autocast in fp32 (``fp32``) and its depthwise ones through
     :func:`depthwise_conv`: those with a large kernel on a small map with the batched weight gradient
-    (``small_maps``), the others with the shifted one (``shifted``). Each module's own ``forward`` is restored after."""
+    (``small_maps``), the others with the shifted one (``shifted``); its BatchNorm layers train with
+    two-stage sums (``batchnorm``). Each module's own ``forward`` is restored after."""
     patched = []
     for module in model.modules():
         forward = None
         if _patchable_se(module):
             forward = _squeeze_excite_forward
+        elif batchnorm and patchable_batchnorm(module):
+            forward = batch_norm_forward
         elif (fp32 or shifted or small_maps) and isinstance(module, nn.Conv2d) and module.groups > 1:
             depthwise = is_depthwise(module)
             forward = _depthwise_forward(fp32, shifted and depthwise, small_maps and depthwise)
