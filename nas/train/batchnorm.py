@@ -8,11 +8,13 @@ every channel vectorised, split across the threads by block. :class:`BatchNormTr
 training forward and its backward that way (the backward written out, as aten's, from the saved input
 and batch statistics), with running statistics updated as ``nn.BatchNorm2d`` does.
 
-Measured (AMD EPYC family 26 model 2, 2 threads, bf16 autocast, compiled; the Fashion-MNIST baseline's
-BatchNorm + hard-swish layers alone, forward and backward at batch 128): 240 channels at 7x7 1.19-1.33
-against 1.43-1.73 ms, 72 at 14x14 1.49-2.23 against 1.92-2.69 ms; the whole compiled bf16 training
-step 1.06-1.19x as fast (``benchmarks/train_throughput.py``, side by side). Eager, aten's fused kernels
-are faster, so the trainer patches it in for compiled trainings only (:mod:`nas.train.layer_patches`).
+Measured (AMD EPYC family 26 model 2, 2 threads, idle; ``benchmarks/train_throughput.py --compile
+--batchnorm``, side by side): the compiled training step of the Fashion-MNIST baseline 1.03-1.17x as
+fast in bf16 (five runs) and 1.18x in fp32; its BatchNorm + hard-swish layers alone, forward and
+backward at batch 128 in bf16, 1.19 against 1.44 ms at 240 channels on 7x7. Eager, aten's kernels are
+faster (BatchNorm alone, forward and backward, same CPU: 0.78 against 4.6 ms at 240 channels on 7x7 in
+bf16, 2.1 against 3.4 ms in fp32), so the trainer patches it in for compiled trainings only
+(:mod:`nas.train.layer_patches`).
 """
 
 from __future__ import annotations
