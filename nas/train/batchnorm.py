@@ -10,7 +10,8 @@ and batch statistics), with running statistics updated as ``nn.BatchNorm2d`` doe
 
 Measured (AMD EPYC family 26 model 2, 2 threads, idle; ``benchmarks/train_throughput.py --compile
 --batchnorm``, side by side): the compiled training step of the Fashion-MNIST baseline 1.03-1.17x as
-fast in bf16 (five runs) and 1.18x in fp32; its BatchNorm + hard-swish layers alone, forward and
+fast in bf16 (five runs) and 1.18x in fp32; whole 2-epoch trainings in bf16 0.92-1.08x, median 1.04x
+(five alternating pairs, the machine's own spread about ±12 %); its BatchNorm + hard-swish layers alone, forward and
 backward at batch 128 in bf16, 1.19 against 1.44 ms at 240 channels on 7x7. Eager, aten's kernels are
 faster (BatchNorm alone, forward and backward, same CPU: 0.78 against 4.6 ms at 240 channels on 7x7 in
 bf16, 2.1 against 3.4 ms in fp32), so the trainer patches it in for compiled trainings only
