@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nas.train.batchnorm import BatchNormTraining, batch_norm_forward, channel_sums, patchable, row_blocks
+from nas.train.batchnorm import BatchNormTraining, batch_norm_forward, patchable
 from nas.train.layer_patches import patched_layers
+from nas.train.reductions import channel_sums, row_blocks
 
 
 def test_row_blocks_divide_the_rows():

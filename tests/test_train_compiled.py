@@ -15,8 +15,8 @@ from nas.train import TrainConfig, train
 from nas.train.trainer import fold_batchnorm
 from nas.train import compiled as compiled_mod
 from nas.train.compiled import resolve_compile
-from nas.train.depthwise import (BATCHED, SHIFTED, DepthwiseConv, batched_pays, depthwise_weight_grad,
-                                 depthwise_weight_grad_batched)
+from nas.train.depthwise import (BATCHED, SHIFTED, TWO_STAGE_MIN_ROWS, DepthwiseConv, batched_pays,
+                                 depthwise_weight_grad, depthwise_weight_grad_batched)
 from nas.train.layer_patches import is_depthwise, patched_layers
 from nas.train.cpu import LONG_TRAINING_STEPS
 from tests.test_trainer import toy_splits, tiny_spec
@@ -49,6 +49,22 @@ def test_depthwise_gradients_match_aten(kernel, stride, size, channels_last, met
     got_x, got_w = torch.autograd.grad(out, (xr, wr), grad)
     torch.testing.assert_close(got_x, want_x)
     torch.testing.assert_close(got_w, want_w)
+
+
+@pytest.mark.parametrize("kernel, stride", [(3, 1), (5, 2)])
+def test_shifted_weight_gradient_sums_large_maps_in_two_stages_and_matches_aten(kernel, stride):
+    """Output maps of at least TWO_STAGE_MIN_ROWS rows take the two-stage sums: the same gradient."""
+    gen = torch.Generator().manual_seed(kernel)
+    size, padding = 18, (kernel - 1) // 2
+    out_size = (size + 2 * padding - kernel) // stride + 1
+    batch = TWO_STAGE_MIN_ROWS // out_size ** 2 + 1
+    x = torch.randn(batch, 3, size, size, generator=gen, dtype=torch.float64)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(3, 1, kernel, kernel, generator=gen, dtype=torch.float64)
+    grad = torch.randn(batch, 3, out_size, out_size, generator=gen, dtype=torch.float64)
+    assert batch * out_size ** 2 >= TWO_STAGE_MIN_ROWS
+    torch.testing.assert_close(depthwise_weight_grad(x, grad, kernel, stride, padding),
+                               aten_grads(x, weight, grad, stride, padding)[1])
 
 
 @pytest.mark.parametrize("method", [SHIFTED, BATCHED])

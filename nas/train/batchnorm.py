@@ -1,21 +1,20 @@
 """BatchNorm's training step with its per-channel sums in two stages, for compiled trainings.
 
-In a channels-last tensor a BatchNorm layer's statistics are sums over all rows (batch x height x
-width) of each channel, the channels innermost. Inductor's CPU code for ``nn.BatchNorm2d`` reduces
-them one slice of 16-32 channels at a time over all rows; written as sums over a fixed number of row
-blocks and then over the blocks (:func:`channel_sums`), the same sums become loops over the rows with
-every channel vectorised, split across the threads by block. :class:`BatchNormTraining` computes the
-training forward and its backward that way (the backward written out, as aten's, from the saved input
-and batch statistics), with running statistics updated as ``nn.BatchNorm2d`` does.
+Inductor's CPU code for ``nn.BatchNorm2d`` on a channels-last tensor reduces its statistics one slice
+of 16-32 channels at a time over all rows (batch x height x width). :class:`BatchNormTraining` computes
+the training forward and its backward (written out, as aten's, from the saved input and batch
+statistics) with the per-channel sums over row blocks first and then over the blocks
+(:func:`nas.train.reductions.channel_sums`), which inductor splits across the threads by block; the
+running statistics are updated as ``nn.BatchNorm2d`` does.
 
 Measured (AMD EPYC family 26 model 2, 2 threads, idle; ``benchmarks/train_throughput.py --compile
 --batchnorm``, side by side): the compiled training step of the Fashion-MNIST baseline 1.03-1.17x as
 fast in bf16 (five runs) and 1.18x in fp32; whole 2-epoch trainings in bf16 0.92-1.08x, median 1.04x
-(five alternating pairs, the machine's own spread about ±12 %); its BatchNorm + hard-swish layers alone, forward and
-backward at batch 128 in bf16, 1.19 against 1.44 ms at 240 channels on 7x7. Eager, aten's kernels are
-faster (BatchNorm alone, forward and backward, same CPU: 0.78 against 4.6 ms at 240 channels on 7x7 in
-bf16, 2.1 against 3.4 ms in fp32), so the trainer patches it in for compiled trainings only
-(:mod:`nas.train.layer_patches`).
+(five alternating pairs, the machine's own spread about ±12 %); its BatchNorm + hard-swish layers
+alone, forward and backward at batch 128 in bf16, 1.19 against 1.44 ms at 240 channels on 7x7. Eager,
+aten's kernels are faster (BatchNorm alone, forward and backward, same CPU: 0.78 against 4.6 ms at 240
+channels on 7x7 in bf16, 2.1 against 3.4 ms in fp32), so the trainer patches it in for compiled
+trainings only (:mod:`nas.train.layer_patches`).
 """
 
 from __future__ import annotations
@@ -23,28 +22,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-# Row blocks of the first stage of the sums: at most this many, a power of two dividing the rows.
-ROW_BLOCKS = 16
-
-
-def row_blocks(rows: int) -> int:
-    """The largest power of two up to :data:`ROW_BLOCKS` that divides ``rows``."""
-    blocks = ROW_BLOCKS
-    while rows % blocks:
-        blocks //= 2
-    return blocks
-
-
-def channel_sums(rows: torch.Tensor) -> torch.Tensor:
-    """Per-channel sums of a (rows, channels) tensor, over row blocks first and then over the blocks."""
-    count, channels = rows.shape
-    blocks = row_blocks(count)
-    return rows.view(blocks, count // blocks, channels).sum(1).sum(0)
+from nas.train.reductions import as_rows, channel_sums
 
 
 def _as_rows(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) as (N*H*W, C) in fp32 or wider: a view for a channels-last tensor of that dtype."""
-    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).to(torch.promote_types(x.dtype, torch.float32))
+    return as_rows(x).to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _from_rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nas.train.reductions import as_rows, channel_sums
+
 SHIFTED, BATCHED = "shifted", "batched"
+
+# The shifted weight gradient sums each tap in two stages (:func:`nas.train.reductions.channel_sums`)
+# where the output map has at least this many rows (batch x height x width). Measured (AMD EPYC family
+# 26, 2 threads, fp32, batch 128, compiled, one layer): 240 channels 5x5 on 7x7 0.59 against 1.25 ms,
+# 72 channels 3x3 stride 2 on 14x14 0.17 against 0.25 ms, 16 channels on 28x28 0.11 against 0.24 ms;
+# on 4x4 output maps (2,048 rows) 0.45 against 0.43 ms and 0.41 against 0.28 ms, so those keep one stage.
+TWO_STAGE_MIN_ROWS = 4096
+
+
+def _tap_sum(product: torch.Tensor) -> torch.Tensor:
+    """Per-channel sum of an (N, C, Ho, Wo) product: in two stages over large maps, else in one."""
+    n, _, out_h, out_w = product.shape
+    if n * out_h * out_w < TWO_STAGE_MIN_ROWS:
+        return product.sum((0, 2, 3))
+    return channel_sums(as_rows(product))
 
 
 def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: int, stride: int,
@@ -39,7 +56,7 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: int, stri
     out_h, out_w = grad.shape[2], grad.shape[3]
     padded = F.pad(x, (padding, padding, padding, padding))
     rows, cols = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-    taps = [(grad * padded[:, :, i:i + rows:stride, j:j + cols:stride]).sum((0, 2, 3))
+    taps = [_tap_sum(grad * padded[:, :, i:i + rows:stride, j:j + cols:stride])
             for i in range(kernel) for j in range(kernel)]
     return torch.stack(taps, 1).reshape(x.shape[1], 1, kernel, kernel)
 
