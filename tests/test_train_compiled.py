@@ -134,6 +134,51 @@ def test_only_true_depthwise_layers_are_patched():
     assert not any("forward" in vars(m) for m in model.modules())
 
 
+def grouped_convolutions() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(8, 8, 5, 1, 2, groups=8, bias=False),  # depthwise, stride 1
+                         nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False),  # depthwise, stride 2
+                         nn.Conv2d(8, 8, 3, 1, 1, groups=4, bias=False))  # grouped, not depthwise
+
+
+def assert_close_to_bf16(got, want):
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, w, rtol=0.05, atol=0.05 * w.abs().max().item())
+
+
+def test_stride_one_depthwise_layers_stay_in_bf16_only_in_a_compiled_model():
+    """Under bf16 autocast grouped convolutions run in fp32, except depthwise ones of stride 1 in a
+    compiled model (``shifted``), which stay in bf16; their gradients stay those of fp32 to bf16's
+    precision."""
+    model = grouped_convolutions()
+    x = torch.randn(4, 8, 9, 9)
+    want = torch.autograd.grad(model(x).square().sum(), tuple(model.parameters()))
+    for shifted, dtypes in ((True, [torch.bfloat16, torch.float32, torch.float32]),
+                            (False, [torch.float32] * 3)):
+        with patched_layers(model, fp32=True, shifted=shifted):
+            outputs = []
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = x
+                for layer in model:
+                    out = layer(out)
+                    outputs.append(out.dtype)
+            got = torch.autograd.grad(out.float().square().sum(), tuple(model.parameters()))
+        assert outputs == dtypes, shifted
+        assert_close_to_bf16(got, want)
+
+
+@pytest.mark.slow
+def test_compiled_bf16_depthwise_layers_give_the_fp32_gradients_to_bf16_precision():
+    model = grouped_convolutions()
+    x = torch.randn(4, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+    want = torch.autograd.grad(model(x).square().sum(), tuple(model.parameters()))
+    with patched_layers(model, fp32=True, shifted=True), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = torch.compile(model)(x)
+    assert out.dtype == torch.float32  # the last two layers in fp32
+    assert_close_to_bf16(torch.autograd.grad(out.square().sum(), tuple(model.parameters())), want)
+
+
 def test_squeeze_excite_as_matrix_products_matches_its_convolutions():
     """The patched SE computes the layer's own function: same output, same parameter and input gradients."""
     from nas.models.layers import SqueezeExcite

@@ -263,9 +263,9 @@ class _Loop:
     def _forward(self, patches: contextlib.ExitStack) -> nn.Module:
         """The module the steps call: the compiled model or, eager, the model itself, with the layers
         :func:`patched_layers` speeds up (squeeze-and-excitation as matrix products; under bf16 the
-        depthwise layers in fp32; compiled, a depthwise weight gradient inductor fuses and BatchNorm
-        with two-stage sums; where :func:`small_map_depthwise` says so, a batched depthwise weight
-        gradient for large kernels on small maps)."""
+        depthwise layers in fp32, compiled only those of stride 2; compiled, a depthwise weight
+        gradient inductor fuses and BatchNorm with two-stage sums; where :func:`small_map_depthwise`
+        says so, a batched depthwise weight gradient for large kernels on small maps)."""
         fp32 = self.precision == "bf16"
         compiled = compiled_model(self.model) if self.compiled else None
         self.compiled = compiled is not None
