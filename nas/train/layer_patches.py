@@ -48,7 +48,7 @@ def keeps_bf16(module: nn.Module, shifted: bool) -> bool:
     input gradient is about 100x slower (AMD EPYC family 26, 2 threads, batch 128, channels-last:
     20 against 0.19 ms at 288 channels 5x5 from 7x7), and with it in fp32 from upcast tensors the
     whole step gained nothing. The whole compiled bf16 step, stride-1 depthwise layers in bf16 against
-    all in fp32, the same CPU: 1.01-1.05x with its depthwise rule, 1.07x with the tap sum for every
+    all in fp32, the same CPU: 1.01-1.06x with its depthwise rule, 1.07x with the tap sum for every
     depthwise layer (the Zen 4's and the Intel Xeon's); 10 epochs of the Fashion-MNIST baseline, three
     seeds: test 92.07 against 91.91 % on average."""
     return shifted and is_depthwise(module) and module.stride[0] == 1
