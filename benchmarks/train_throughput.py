@@ -2,7 +2,7 @@
 
     python benchmarks/train_throughput.py [--network search_spaces/fashion_mnist.yaml] [--threads 2]
         [--batch-size 128] [--steps 10] [--rounds 5] [--precisions fp32 bf16] [--synthetic]
-        [--parts] [--compile] [--depthwise] [--batchnorm]
+        [--parts] [--compile] [--depthwise] [--batchnorm] [--fp32-depthwise]
 
 Both train the same network (seed 0) with the same threads and batch size on Fashion-MNIST held in
 memory (or random uint8 images with --synthetic). The plain loop is what one writes without tricks:
@@ -16,7 +16,9 @@ and without BatchNorm folding; ``--compile`` adds the trainer with ``compile: on
 (its compiled steps; the compilation, timed once, is printed apart); ``--depthwise`` adds the trainer
 compiled in the first precision with each depthwise weight gradient of :data:`DEPTHWISE` forced;
 ``--batchnorm`` the trainer compiled in the first precision with inductor's own BatchNorm instead of
-the two-stage one (:mod:`nas.train.batchnorm`).
+the two-stage one (:mod:`nas.train.batchnorm`); ``--fp32-depthwise`` the trainer compiled in the first
+precision with every depthwise layer in fp32 (under bf16 the trainer keeps those of stride 1 in bf16:
+:func:`nas.train.layer_patches.keeps_bf16`).
 """
 
 from __future__ import annotations
@@ -214,6 +216,8 @@ def main() -> None:
                         help="also time the trainer compiled with each depthwise weight gradient (first precision)")
     parser.add_argument("--batchnorm", action="store_true",
                         help="also time the trainer compiled with inductor's own BatchNorm (first precision)")
+    parser.add_argument("--fp32-depthwise", action="store_true",
+                        help="also time the trainer compiled with every depthwise layer in fp32 (first precision)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     splits = synthetic() if args.synthetic else load_data("fashion-mnist")
@@ -240,6 +244,10 @@ def main() -> None:
         contenders[f"trainer {args.precisions[0]} compiled, inductor's BatchNorm"] = Trainer(
             build(args.network, splits), small, args.batch_size, args.precisions[0], args.threads, "on",
             dict(batchnorm=False))
+    if args.fp32_depthwise:
+        contenders[f"trainer {args.precisions[0]} compiled, every depthwise layer in fp32"] = Trainer(
+            build(args.network, splits), small, args.batch_size, args.precisions[0], args.threads, "on",
+            dict(bf16_depthwise=False))
     print_speeds(medians(contenders, args.steps, args.rounds))
     if args.parts:
         parts(args, splits)

@@ -154,9 +154,10 @@ def test_stride_one_depthwise_layers_stay_in_bf16_only_in_a_compiled_model():
     model = grouped_convolutions()
     x = torch.randn(4, 8, 9, 9)
     want = torch.autograd.grad(model(x).square().sum(), tuple(model.parameters()))
-    for shifted, dtypes in ((True, [torch.bfloat16, torch.float32, torch.float32]),
-                            (False, [torch.float32] * 3)):
-        with patched_layers(model, fp32=True, shifted=shifted):
+    for shifted, bf16_depthwise, dtypes in ((True, True, [torch.bfloat16, torch.float32, torch.float32]),
+                                            (True, False, [torch.float32] * 3),  # as forced by the benchmark
+                                            (False, True, [torch.float32] * 3)):
+        with patched_layers(model, fp32=True, shifted=shifted, bf16_depthwise=bf16_depthwise):
             outputs = []
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 out = x

@@ -77,10 +77,10 @@ def _patchable_se(module: nn.Module) -> bool:
 
 @contextlib.contextmanager
 def patched_layers(model: nn.Module, fp32: bool, shifted: bool, small_maps: bool = False,
-                   batchnorm: bool = False) -> Iterator[None]:
+                   batchnorm: bool = False, bf16_depthwise: bool = True) -> Iterator[None]:
     """Within the block, the model's squeeze-and-excitation layers run as matrix products, its grouped
-    convolutions outside autocast in fp32 (``fp32``; not those :func:`keeps_bf16` keeps in bf16) and
-    its depthwise ones through
+    convolutions outside autocast in fp32 (``fp32``; with ``bf16_depthwise``, not those
+    :func:`keeps_bf16` keeps in bf16) and its depthwise ones through
     :func:`depthwise_conv`: those with a large kernel on a small map with the batched weight gradient
     (``small_maps``), the others with the shifted one (``shifted``); its BatchNorm layers train with
     two-stage sums (``batchnorm``). Each module's own ``forward`` is restored after."""
@@ -93,8 +93,8 @@ def patched_layers(model: nn.Module, fp32: bool, shifted: bool, small_maps: bool
             forward = batch_norm_forward
         elif (fp32 or shifted or small_maps) and isinstance(module, nn.Conv2d) and module.groups > 1:
             depthwise = is_depthwise(module)
-            forward = _depthwise_forward(fp32 and not keeps_bf16(module, shifted), shifted and depthwise,
-                                         small_maps and depthwise)
+            in_fp32 = fp32 and not (bf16_depthwise and keeps_bf16(module, shifted))
+            forward = _depthwise_forward(in_fp32, shifted and depthwise, small_maps and depthwise)
         if forward is not None:
             module.forward = types.MethodType(forward, module)  # bound: copies call their own weights
             patched.append(module)
